@@ -1,0 +1,31 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.28;
+
+import {DstackProof, NodeKeys} from "../lib/ClusterTypes.sol";
+
+/// @title IMemberAccount
+/// @notice A node's ERC-4337 v0.7 account: its address is the node's dstack app id.
+interface IMemberAccount {
+    /// @notice Only the EntryPoint may call.
+    error OnlyEntryPoint(address caller);
+    /// @notice The account is not registered yet; only the bootstrap registration is possible.
+    error NotRegistered();
+    /// @notice The owner key changed: a node's derived key is fixed for the life of its account.
+    error OwnerMismatch(address owner, address signer);
+
+    /// @notice The node's derived key became the account's owner.
+    event OwnerSet(address indexed owner, uint64 indexed memberId);
+
+    /// @notice Bootstrap (and restart-safe re-) registration: forwards to the cluster's
+    ///         `dstack_register` and takes the proof's derived key as owner.
+    function register(DstackProof calldata proof, NodeKeys calldata keys) external returns (uint64 memberId);
+
+    /// @notice Calls the cluster diamond with `data`; the account can call nothing else.
+    function execute(bytes calldata data) external returns (bytes memory result);
+
+    /// @notice The cluster diamond this account belongs to.
+    function cluster() external view returns (address);
+
+    /// @notice The node's derived key, or address(0) before registration.
+    function owner() external view returns (address);
+}

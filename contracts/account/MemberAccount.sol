@@ -1,0 +1,134 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.28;
+
+import {IAccount} from "@account-abstraction/contracts/interfaces/IAccount.sol";
+import {IEntryPoint} from "@account-abstraction/contracts/interfaces/IEntryPoint.sol";
+import {PackedUserOperation} from "@account-abstraction/contracts/interfaces/PackedUserOperation.sol";
+import {DstackProof, NodeKeys} from "../lib/ClusterTypes.sol";
+import {DstackProofLib, ProofStatus} from "../lib/DstackProofLib.sol";
+import {RegistrationDigest} from "../lib/RegistrationDigest.sol";
+import {Signatures} from "../lib/Signatures.sol";
+import {IAppAuth} from "../registration/IAppAuth.sol";
+import {IRegistrationFacet} from "../registration/IRegistrationFacet.sol";
+import {IMemberAccount} from "./IMemberAccount.sol";
+
+/// @title MemberAccount
+/// @notice One node's ERC-4337 v0.7 account. Before registration it validates exactly one kind of
+///         operation, the bootstrap `register`, signed by the derived key that the proof inside its
+///         calldata attests; afterwards the derived key owns it.
+/// @dev Validation is signature math only (ecrecover, modexp) plus this account's own storage, as
+///      the ERC-7562 rules enforced by production bundlers require. Allowlists (KMS root, app id)
+///      are enforced at execution by the diamond and by the sponsorship policy before a paymaster signs.
+contract MemberAccount is IAccount, IMemberAccount, IAppAuth {
+    uint256 internal constant SIG_VALIDATION_SUCCESS = 0;
+    uint256 internal constant SIG_VALIDATION_FAILED = 1;
+
+    /// @notice The EntryPoint v0.7 this account trusts.
+    IEntryPoint public immutable entryPoint;
+    /// @inheritdoc IMemberAccount
+    address public immutable override cluster;
+    /// @inheritdoc IMemberAccount
+    address public override owner;
+
+    constructor(IEntryPoint entryPoint_, address cluster_) {
+        entryPoint = entryPoint_;
+        cluster = cluster_;
+    }
+
+    modifier onlyEntryPoint() {
+        if (msg.sender != address(entryPoint)) revert OnlyEntryPoint(msg.sender);
+        _;
+    }
+
+    /// @inheritdoc IAccount
+    function validateUserOp(
+        PackedUserOperation calldata userOp,
+        bytes32 userOpHash,
+        uint256 missingAccountFunds
+    ) external override onlyEntryPoint returns (uint256 validationData) {
+        validationData = _validate(userOp, userOpHash);
+        if (missingAccountFunds > 0) {
+            // Sponsored operations never get here (the paymaster pays); an unsponsored one pays its
+            // prefund. A failed transfer is the EntryPoint's to detect (AA21).
+            (bool paid,) = payable(msg.sender).call{value: missingAccountFunds}("");
+            (paid);
+        }
+    }
+
+    /// @inheritdoc IMemberAccount
+    function register(DstackProof calldata proof, NodeKeys calldata keys)
+        external
+        override
+        onlyEntryPoint
+        returns (uint64 memberId)
+    {
+        address signer;
+        (memberId, signer) = IRegistrationFacet(cluster).dstack_register(proof, keys);
+        address current = owner;
+        if (current == address(0)) {
+            owner = signer;
+            emit OwnerSet(signer, memberId);
+        } else if (current != signer) {
+            revert OwnerMismatch(current, signer);
+        }
+    }
+
+    /// @inheritdoc IMemberAccount
+    function execute(bytes calldata data) external override onlyEntryPoint returns (bytes memory result) {
+        if (owner == address(0)) revert NotRegistered();
+        bool ok;
+        (ok, result) = cluster.call(data);
+        if (!ok) {
+            assembly ("memory-safe") {
+                revert(add(result, 32), mload(result))
+            }
+        }
+    }
+
+    /// @notice dstack's KMS asks the app's auth contract (this account, whose address is the app
+    ///         id) before releasing keys; the cluster holds the policy.
+    function isAppAllowed(AppBootInfo calldata bootInfo)
+        external
+        view
+        override
+        returns (bool isAllowed, string memory reason)
+    {
+        return IAppAuth(cluster).isAppAllowed(bootInfo);
+    }
+
+    /// @notice Accepts ETH so an operator may pre-fund an unsponsored account.
+    receive() external payable {}
+
+    function _validate(PackedUserOperation calldata userOp, bytes32 userOpHash)
+        private
+        view
+        returns (uint256)
+    {
+        if (userOp.callData.length < 4) return SIG_VALIDATION_FAILED;
+        bytes4 selector = bytes4(userOp.callData[:4]);
+        address expectedSigner;
+        if (selector == IMemberAccount.register.selector) {
+            expectedSigner = _bootstrapSigner(userOp.callData[4:]);
+        } else if (selector == IMemberAccount.execute.selector) {
+            expectedSigner = owner;
+        }
+        if (expectedSigner == address(0)) return SIG_VALIDATION_FAILED;
+        address signer = Signatures.tryRecover(Signatures.ethSignedHash(userOpHash), userOp.signature);
+        return signer == expectedSigner ? SIG_VALIDATION_SUCCESS : SIG_VALIDATION_FAILED;
+    }
+
+    /// @return The derived key attested by a well-formed registration for this account, else address(0).
+    function _bootstrapSigner(bytes calldata args) private view returns (address) {
+        (DstackProof memory proof, NodeKeys memory keys) = abi.decode(args, (DstackProof, NodeKeys));
+        if (proof.appId != address(this)) return address(0);
+        if (proof.messageHash != RegistrationDigest.compute(block.chainid, cluster, address(this), keys)) {
+            return address(0);
+        }
+        (ProofStatus status, address derived,) = DstackProofLib.check(proof);
+        if (status != ProofStatus.Valid) return address(0);
+        // After registration the owner is fixed; a proof for another key is not this account's.
+        address current = owner;
+        if (current != address(0) && current != derived) return address(0);
+        return derived;
+    }
+}

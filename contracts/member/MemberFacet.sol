@@ -1,0 +1,118 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.28;
+
+import {LibDiamond} from "../diamond/LibDiamond.sol";
+import {Member, MemberStatus} from "../lib/ClusterTypes.sol";
+import {IMemberFacet} from "./IMemberFacet.sol";
+import {MemberStorage} from "./MemberStorage.sol";
+
+/// @title MemberFacet
+/// @notice Reads of the member set, revocation, and the CSK commitment.
+contract MemberFacet is IMemberFacet {
+    /// @inheritdoc IMemberFacet
+    function getMember(uint64 memberId) external view override returns (Member memory) {
+        return MemberStorage.get(memberId);
+    }
+
+    /// @inheritdoc IMemberFacet
+    function getMemberByAccount(address account) external view override returns (Member memory) {
+        uint64 id = MemberStorage.idOf(account);
+        if (id == 0) revert NotAMember(account);
+        return MemberStorage.get(id);
+    }
+
+    /// @inheritdoc IMemberFacet
+    function memberIdOf(address account) external view override returns (uint64) {
+        return MemberStorage.idOf(account);
+    }
+
+    /// @inheritdoc IMemberFacet
+    function isActiveMember(address account) external view override returns (bool) {
+        return MemberStorage.isActive(account);
+    }
+
+    /// @inheritdoc IMemberFacet
+    function memberCount() external view override returns (uint64) {
+        return MemberStorage.layout().memberCount;
+    }
+
+    /// @inheritdoc IMemberFacet
+    function activeMemberCount() external view override returns (uint64) {
+        return MemberStorage.layout().activeCount;
+    }
+
+    /// @inheritdoc IMemberFacet
+    function listMembers(uint64 fromId, uint64 limit)
+        external
+        view
+        override
+        returns (Member[] memory result)
+    {
+        MemberStorage.Layout storage l = MemberStorage.layout();
+        if (fromId == 0) fromId = 1;
+        if (fromId > l.memberCount) return new Member[](0);
+        uint64 available = l.memberCount - fromId + 1;
+        uint64 count = limit < available ? limit : available;
+        result = new Member[](count);
+        for (uint64 i = 0; i < count; ++i) {
+            result[i] = l.members[fromId + i];
+        }
+    }
+
+    /// @inheritdoc IMemberFacet
+    function listActiveMembers() external view override returns (Member[] memory result) {
+        MemberStorage.Layout storage l = MemberStorage.layout();
+        result = new Member[](l.activeCount);
+        uint256 next = 0;
+        for (uint64 id = 1; id <= l.memberCount; ++id) {
+            if (l.members[id].status == MemberStatus.Active) result[next++] = l.members[id];
+        }
+    }
+
+    /// @inheritdoc IMemberFacet
+    function meshIpOf(uint64 memberId) external view override returns (uint32) {
+        return MemberStorage.get(memberId).meshIp;
+    }
+
+    /// @inheritdoc IMemberFacet
+    function meshConfig()
+        external
+        view
+        override
+        returns (uint32 network, uint8 prefixLength, uint64 capacity)
+    {
+        MemberStorage.Layout storage l = MemberStorage.layout();
+        return (l.meshNetwork, l.meshPrefixLength, MemberStorage.capacity());
+    }
+
+    /// @inheritdoc IMemberFacet
+    function clusterFactory() external view override returns (address) {
+        return MemberStorage.layout().factory;
+    }
+
+    /// @inheritdoc IMemberFacet
+    function cskCommitment() external view override returns (bytes32) {
+        return MemberStorage.layout().cskCommitment;
+    }
+
+    /// @inheritdoc IMemberFacet
+    function commitClusterSharedKey(bytes32 commitment) external override {
+        uint64 id = MemberStorage.requireActive(msg.sender);
+        if (id != 1) revert NotFirstRegistrant(msg.sender);
+        MemberStorage.Layout storage l = MemberStorage.layout();
+        if (l.cskCommitment != bytes32(0)) revert CskAlreadyCommitted(l.cskCommitment);
+        if (commitment == bytes32(0)) revert ZeroCskCommitment();
+        l.cskCommitment = commitment;
+        emit ClusterSharedKeyCommitted(id, commitment);
+    }
+
+    /// @inheritdoc IMemberFacet
+    function revokeMember(uint64 memberId) external override {
+        LibDiamond.enforceIsOwner();
+        Member storage m = MemberStorage.get(memberId);
+        if (m.status != MemberStatus.Active) revert MemberNotActive(memberId);
+        m.status = MemberStatus.Revoked;
+        MemberStorage.layout().activeCount -= 1;
+        emit MemberRevoked(memberId, m.account);
+    }
+}
