@@ -94,6 +94,10 @@ interface Vm {
     function envOr(string calldata name, address defaultValue) external view returns (address value);
     function envOr(string calldata name, uint256 defaultValue) external view returns (uint256 value);
     function envOr(string calldata name, bytes32 defaultValue) external view returns (bytes32 value);
+    function envOr(string calldata name, string calldata defaultValue)
+        external
+        view
+        returns (string memory value);
     function toString(address value) external pure returns (string memory stringifiedValue);
     function toString(uint256 value) external pure returns (string memory stringifiedValue);
 
@@ -101,6 +105,8 @@ interface Vm {
     function startBroadcast() external;
     function startBroadcast(uint256 privateKey) external;
     function stopBroadcast() external;
+    /// @dev callerMode is forge's CallerMode enum (uint8 on the wire).
+    function readCallers() external returns (uint8 callerMode, address msgSender, address txOrigin);
     function computeCreate2Address(bytes32 salt, bytes32 initCodeHash, address deployer)
         external
         pure

@@ -1,0 +1,201 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.28;
+
+import {IEntryPoint} from "@account-abstraction/contracts/interfaces/IEntryPoint.sol";
+import {PackedUserOperation} from "@account-abstraction/contracts/interfaces/PackedUserOperation.sol";
+import {IMemberAccount} from "../contracts/account/IMemberAccount.sol";
+import {MemberAccount} from "../contracts/account/MemberAccount.sol";
+import {DstackProof, NodeKeys} from "../contracts/lib/ClusterTypes.sol";
+import {Signatures} from "../contracts/lib/Signatures.sol";
+import {IMemberFacet} from "../contracts/member/IMemberFacet.sol";
+import {IMessageFacet} from "../contracts/message/IMessageFacet.sol";
+import {ClusterFixture} from "./utils/ClusterFixture.sol";
+
+/// @notice A cluster stand-in that registers anyone and names whatever signer it is told to.
+contract ScriptedCluster {
+    address public signerToReturn;
+
+    function setSigner(address signer) external {
+        signerToReturn = signer;
+    }
+
+    function dstack_register(DstackProof calldata, NodeKeys calldata)
+        external
+        view
+        returns (uint64, address)
+    {
+        return (1, signerToReturn);
+    }
+}
+
+/// @notice The member account's validation rules, called as the EntryPoint calls them.
+contract MemberAccountTest is ClusterFixture {
+    uint256 internal constant OK = 0;
+    uint256 internal constant FAILED = 1;
+
+    function setUp() public {
+        setUpCluster();
+    }
+
+    function validate(Node memory n, PackedUserOperation memory op) internal returns (uint256) {
+        bytes32 hash = entryPoint.getUserOpHash(op);
+        vm.prank(address(entryPoint));
+        return MemberAccount(payable(n.account)).validateUserOp(op, hash, 0);
+    }
+
+    function signed(Node memory n, bytes memory callData, uint256 key)
+        internal
+        view
+        returns (PackedUserOperation memory op)
+    {
+        op = baseOp(n.account, callData);
+        op.signature = signEth(key, Signatures.ethSignedHash(entryPoint.getUserOpHash(op)));
+    }
+
+    function test_validateUserOp_bootstrapSignedByTheAttestedKey() public {
+        Node memory n = addNode("node-a");
+        bytes memory callData = abi.encodeCall(IMemberAccount.register, (proofFor(n), n.keys));
+        vm.assertEq(validate(n, signed(n, callData, n.derivedKey)), OK, "derived key signs the bootstrap");
+        vm.assertEq(validate(n, signed(n, callData, n.appKey)), FAILED, "any other key fails");
+    }
+
+    function test_validateUserOp_bootstrapRejectsProofsNotForThisAccount() public {
+        Node memory n = addNode("node-a");
+        Node memory other = addNode("node-b");
+        // Another node's valid proof, submitted from this account.
+        bytes memory callData = abi.encodeCall(IMemberAccount.register, (proofFor(other), other.keys));
+        vm.assertEq(validate(n, signed(n, callData, other.derivedKey)), FAILED, "app id must be this account");
+
+        DstackProof memory p = proofFor(n);
+        NodeKeys memory swapped = n.keys;
+        swapped.ed25519 = keccak256("swapped");
+        callData = abi.encodeCall(IMemberAccount.register, (p, swapped));
+        vm.assertEq(validate(n, signed(n, callData, n.derivedKey)), FAILED, "binding must cover the keys");
+
+        p = proofFor(n);
+        p.kmsSignature = hex"00";
+        callData = abi.encodeCall(IMemberAccount.register, (p, n.keys));
+        vm.assertEq(validate(n, signed(n, callData, n.derivedKey)), FAILED, "the chain must verify");
+    }
+
+    function test_validateUserOp_executeNeedsRegistrationThenTheOwner() public {
+        Node memory n = addNode("node-a");
+        bytes memory callData =
+            abi.encodeCall(IMemberAccount.execute, (abi.encodeCall(IMemberFacet.memberCount, ())));
+        vm.assertEq(
+            validate(n, signed(n, callData, n.derivedKey)), FAILED, "unregistered account executes nothing"
+        );
+        handle(registerOp(n));
+        vm.assertEq(validate(n, signed(n, callData, n.derivedKey)), OK, "owner executes");
+        vm.assertEq(validate(n, signed(n, callData, n.appKey)), FAILED, "non-owner does not");
+    }
+
+    function test_validateUserOp_ownerIsFixedAfterRegistration() public {
+        Node memory n = addNode("node-a");
+        handle(registerOp(n));
+        Node memory rekeyed = n;
+        rekeyed.derivedKey = n.derivedKey + 1;
+        bytes memory callData = abi.encodeCall(IMemberAccount.register, (proofFor(rekeyed), rekeyed.keys));
+        vm.assertEq(
+            validate(n, signed(n, callData, rekeyed.derivedKey)), FAILED, "a new key cannot take over"
+        );
+    }
+
+    function test_validateUserOp_unknownSelectorOrShortCalldataFails() public {
+        Node memory n = addNode("node-a");
+        vm.assertEq(validate(n, signed(n, hex"", n.derivedKey)), FAILED, "empty calldata");
+        vm.assertEq(validate(n, signed(n, hex"12345678", n.derivedKey)), FAILED, "unknown selector");
+    }
+
+    function test_validateUserOp_paysMissingFunds() public {
+        Node memory n = addNode("node-a");
+        vm.deal(n.account, 1 ether);
+        PackedUserOperation memory op =
+            signed(n, abi.encodeCall(IMemberAccount.register, (proofFor(n), n.keys)), n.derivedKey);
+        bytes32 hash = entryPoint.getUserOpHash(op);
+        uint256 before = address(entryPoint).balance;
+        vm.prank(address(entryPoint));
+        MemberAccount(payable(n.account)).validateUserOp(op, hash, 0.1 ether);
+        vm.assertEq(address(entryPoint).balance - before, 0.1 ether, "prefund paid");
+    }
+
+    /// @notice ERC-7562: validation may touch only the account's own storage (no other contract's),
+    ///         so production bundlers accept it unstaked. A local bundler would not catch a breach.
+    function test_validateUserOp_readsOnlyItsOwnStorage() public {
+        Node memory n = addNode("node-a");
+        PackedUserOperation memory op =
+            signed(n, abi.encodeCall(IMemberAccount.register, (proofFor(n), n.keys)), n.derivedKey);
+        _assertOnlyOwnStorage(n, op);
+        handle(registerOp(n));
+        op = signed(
+            n,
+            abi.encodeCall(IMemberAccount.execute, (abi.encodeCall(IMessageFacet.send, (1, 0, hex"01")))),
+            n.derivedKey
+        );
+        _assertOnlyOwnStorage(n, op);
+    }
+
+    function _assertOnlyOwnStorage(Node memory n, PackedUserOperation memory op) private {
+        bytes32 hash = entryPoint.getUserOpHash(op);
+        vm.record();
+        vm.prank(address(entryPoint));
+        MemberAccount(payable(n.account)).validateUserOp(op, hash, 0);
+        address[5] memory others =
+            [cluster, address(factory), address(entryPoint), address(paymaster), address(indexerRegistry)];
+        for (uint256 i = 0; i < others.length; ++i) {
+            (bytes32[] memory reads, bytes32[] memory writes) = vm.accesses(others[i]);
+            vm.assertEq(reads.length + writes.length, 0, "validation touched another contract's storage");
+        }
+        (bytes32[] memory ownReads, bytes32[] memory ownWrites) = vm.accesses(n.account);
+        vm.assertEq(ownWrites.length, 0, "validation writes nothing");
+        for (uint256 i = 0; i < ownReads.length; ++i) {
+            vm.assertEq(ownReads[i], bytes32(0), "only the owner slot is read");
+        }
+    }
+
+    function test_RevertWhen_calledByAnyoneButTheEntryPoint() public {
+        Node memory n = addNode("node-a");
+        MemberAccount account = MemberAccount(payable(n.account));
+        PackedUserOperation memory op = baseOp(n.account, "");
+        vm.expectRevert(abi.encodeWithSelector(IMemberAccount.OnlyEntryPoint.selector, address(this)));
+        account.validateUserOp(op, bytes32(0), 0);
+        DstackProof memory p = proofFor(n);
+        vm.expectRevert(abi.encodeWithSelector(IMemberAccount.OnlyEntryPoint.selector, address(this)));
+        account.register(p, n.keys);
+        vm.expectRevert(abi.encodeWithSelector(IMemberAccount.OnlyEntryPoint.selector, address(this)));
+        account.execute("");
+    }
+
+    function test_RevertWhen_execute_notRegistered() public {
+        Node memory n = addNode("node-a");
+        vm.prank(address(entryPoint));
+        vm.expectRevert(IMemberAccount.NotRegistered.selector);
+        MemberAccount(payable(n.account)).execute(abi.encodeCall(IMemberFacet.memberCount, ()));
+    }
+
+    function test_execute_bubblesTheClusterRevert() public {
+        Node memory n = addNode("node-a");
+        handle(registerOp(n));
+        vm.prank(address(entryPoint));
+        vm.expectRevert(IMessageFacet.EmptyCiphertext.selector);
+        MemberAccount(payable(n.account))
+            .execute(abi.encodeCall(IMessageFacet.send, (1, bytes32("e"), hex"")));
+    }
+
+    function test_RevertWhen_register_clusterNamesAnotherOwner() public {
+        ScriptedCluster scripted = new ScriptedCluster();
+        MemberAccount account = new MemberAccount(IEntryPoint(address(entryPoint)), address(scripted));
+        Node memory n = makeNode("scripted");
+        DstackProof memory p = proofFor(n);
+        scripted.setSigner(address(0xA1));
+        vm.prank(address(entryPoint));
+        account.register(p, n.keys);
+        vm.assertEq(account.owner(), address(0xA1), "first signer becomes owner");
+        scripted.setSigner(address(0xA2));
+        vm.prank(address(entryPoint));
+        vm.expectRevert(
+            abi.encodeWithSelector(IMemberAccount.OwnerMismatch.selector, address(0xA1), address(0xA2))
+        );
+        account.register(p, n.keys);
+    }
+}
