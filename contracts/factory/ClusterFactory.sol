@@ -15,6 +15,8 @@ import {ClusterInit} from "./ClusterInit.sol";
 contract ClusterFactory {
     /// @notice A cluster needs an owner.
     error ZeroOwner();
+    /// @notice This creator already used this salt; pick another salt.
+    error ClusterAlreadyExists(address cluster);
 
     /// @notice A cluster was created; the indexer follows it from here.
     event ClusterCreated(
@@ -85,6 +87,9 @@ contract ClusterFactory {
     /// @param salt Chosen by the creator; the address depends on (creator, salt) only.
     function createCluster(bytes32 salt, ClusterConfig calldata config) external returns (address cluster) {
         if (config.owner == address(0)) revert ZeroOwner();
+        address predicted = predictClusterAddress(msg.sender, salt);
+        // Without this check a CREATE2 collision reverts with no reason and burns all gas.
+        if (predicted.code.length > 0) revert ClusterAlreadyExists(predicted);
         cluster = address(new Diamond{salt: _clusterSalt(msg.sender, salt)}(address(this), _diamondCutFacet));
         IDiamondCut(cluster)
             .diamondCut(
@@ -101,7 +106,7 @@ contract ClusterFactory {
     }
 
     /// @notice The address `createCluster(salt, ...)` called by `creator` yields.
-    function predictClusterAddress(address creator, bytes32 salt) external view returns (address) {
+    function predictClusterAddress(address creator, bytes32 salt) public view returns (address) {
         bytes memory initCode =
             abi.encodePacked(type(Diamond).creationCode, abi.encode(address(this), _diamondCutFacet));
         return _create2Address(_clusterSalt(creator, salt), keccak256(initCode));

@@ -35,12 +35,14 @@ contract ClusterInit {
         RegistrationStorage.Layout storage r = RegistrationStorage.layout();
         for (uint256 i = 0; i < config.kmsRoots.length; ++i) {
             if (config.kmsRoots[i] == address(0)) revert IRegistrationFacet.ZeroAddress();
-            r.kmsRoots.add(config.kmsRoots[i]);
-            emit IRegistrationFacet.KmsRootAllowed(config.kmsRoots[i], true);
+            if (r.kmsRoots.add(config.kmsRoots[i])) {
+                emit IRegistrationFacet.KmsRootAllowed(config.kmsRoots[i], true);
+            }
         }
         for (uint256 i = 0; i < config.composeHashes.length; ++i) {
-            r.composeHashes.add(config.composeHashes[i]);
-            emit IRegistrationFacet.ComposeHashAllowed(config.composeHashes[i], true);
+            if (r.composeHashes.add(config.composeHashes[i])) {
+                emit IRegistrationFacet.ComposeHashAllowed(config.composeHashes[i], true);
+            }
         }
         r.allowAnyDevice = config.allowAnyDevice;
         emit IRegistrationFacet.AllowAnyDeviceSet(config.allowAnyDevice);

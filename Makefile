@@ -1,0 +1,53 @@
+# AttestMesh: one target per habit. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+BIN := node_modules/.bin
+FORGE := $(BIN)/forge
+CARGO ?= cargo
+
+.PHONY: help deps build fmt lint test test-contracts test-deploy test-rust snapshots clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+deps: node_modules/.installed ## Install the pinned offline toolchain (Foundry from npm, solc-js, Solidity libraries)
+
+node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 20+ (apt-get install nodejs npm)"; exit 1; }
+	@command -v $(CARGO) >/dev/null || { echo "cargo is missing: install Rust 1.95 (rustup)"; exit 1; }
+	npm ci --no-audit --no-fund
+	@touch $@
+
+build: deps ## Compile contracts and Rust crates
+	$(FORGE) build
+	$(CARGO) build --workspace --all-targets
+
+fmt: deps ## Format Solidity and Rust
+	$(FORGE) fmt
+	$(CARGO) fmt --all
+
+lint: deps ## Formatting checks and clippy with warnings as errors
+	$(FORGE) fmt --check
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test-contracts: deps ## Foundry unit, fuzz and invariant tests; fails when a gas snapshot moved
+	FORGE_SNAPSHOT_CHECK=true $(FORGE) test
+
+test-deploy: deps ## Deploy script against a real anvil, twice (idempotency)
+	test/deploy/deploy-on-anvil.sh
+
+test-rust: deps ## Rust unit and integration tests (cargo-nextest), then doc tests
+	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install cargo-nextest --locked
+	$(CARGO) test --workspace --doc
+	$(CARGO) nextest run --workspace --no-fail-fast
+
+test: lint test-contracts test-deploy test-rust ## Everything CI runs
+
+snapshots: deps ## Re-record gas snapshots after an intended gas change (commit snapshots/)
+	rm -rf snapshots
+	$(FORGE) test
+
+clean: ## Remove build outputs
+	rm -rf out cache target node_modules

@@ -1,0 +1,66 @@
+//! The `attestmesh-devnet` command line: one subcommand per emulator or devnet action.
+
+use std::io::IsTerminal;
+
+use clap::{Parser, Subcommand};
+use eyre::WrapErr;
+use tracing::warn;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
+
+use crate::dstack_simulator;
+
+/// AttestMesh local devnet.
+#[derive(Debug, Parser)]
+#[command(name = "attestmesh-devnet", version, about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a dstack guest-agent simulator on a unix socket until interrupted.
+    DstackSimulator(dstack_simulator::DstackSimulatorArgs),
+}
+
+/// Run the parsed command line.
+pub async fn run(cli: Cli) -> eyre::Result<()> {
+    init_logging()?;
+    match cli.command {
+        Command::DstackSimulator(args) => dstack_simulator::run(args, shutdown_signal()?)
+            .await
+            .wrap_err("dstack-simulator failed"),
+    }
+}
+
+/// Logs go to stderr, `RUST_LOG` filters (default info), and colour only on a terminal:
+/// escape codes in captured logs break scraping (field note 9).
+fn init_logging() -> eyre::Result<()> {
+    let filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .from_env()
+        .wrap_err("RUST_LOG is not a valid tracing filter")?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init()
+        .map_err(|err| eyre::eyre!("cannot install the log subscriber: {err}"))
+}
+
+/// Completes on Ctrl-C or SIGTERM. Both handlers are installed before this returns, so a
+/// signal that cannot be watched is an error now rather than a hang later.
+fn shutdown_signal() -> eyre::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).wrap_err("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).wrap_err("cannot watch SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => warn!("SIGTERM received, shutting down"),
+            _ = interrupt.recv() => warn!("SIGINT received, shutting down"),
+        }
+    })
+}
