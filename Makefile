@@ -2,8 +2,10 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-BIN := node_modules/.bin
-FORGE := $(BIN)/forge
+# The native binaries the npm packages ship. Not node_modules/.bin/*: those are Node wrappers
+# that exit 0 even when the tool fails, which would turn every red check green.
+FOUNDRY := node_modules/@foundry-rs
+FORGE := $(FOUNDRY)/forge-linux-amd64/bin/forge
 CARGO ?= cargo
 
 .PHONY: help deps build fmt lint test test-contracts test-deploy test-rust snapshots clean

@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-BIN=node_modules/.bin
+# Native binaries: the node_modules/.bin wrappers exit 0 even when the tool fails.
+FOUNDRY=node_modules/@foundry-rs
 PORT=${ANVIL_PORT:-18545}
 RPC=http://127.0.0.1:$PORT
 # anvil's first well-known development key (public knowledge, devnet only).
@@ -26,41 +27,41 @@ cleanup() {
 trap cleanup EXIT
 
 say "starting anvil on $RPC"
-"$BIN/anvil" --port "$PORT" --silent &
+"$FOUNDRY/anvil-linux-amd64/bin/anvil" --port "$PORT" --silent &
 ANVIL_PID=$!
 for _ in $(seq 1 50); do
-  "$BIN/cast" chain-id --rpc-url "$RPC" >/dev/null 2>&1 && break
+  "$FOUNDRY/cast-linux-amd64/bin/cast" chain-id --rpc-url "$RPC" >/dev/null 2>&1 && break
   sleep 0.1
 done
-"$BIN/cast" chain-id --rpc-url "$RPC" >/dev/null || { say "anvil did not come up"; exit 1; }
+"$FOUNDRY/cast-linux-amd64/bin/cast" chain-id --rpc-url "$RPC" >/dev/null || { say "anvil did not come up"; exit 1; }
 
 say "placing EntryPoint v0.7 at $ENTRY_POINT through $CREATE2_DEPLOYER"
 BYTECODE=$(node -e "process.stdout.write(require('./node_modules/@account-abstraction/contracts/artifacts/EntryPoint.json').bytecode.slice(2))")
-"$BIN/cast" send --rpc-url "$RPC" --private-key "$KEY" --gas-limit 10000000 \
+"$FOUNDRY/cast-linux-amd64/bin/cast" send --rpc-url "$RPC" --private-key "$KEY" --gas-limit 10000000 \
   "$CREATE2_DEPLOYER" "0x${ENTRY_POINT_SALT}${BYTECODE}" >/dev/null
-[[ $("$BIN/cast" code --rpc-url "$RPC" "$ENTRY_POINT") != "0x" ]] || { say "EntryPoint did not land at its canonical address"; exit 1; }
+[[ $("$FOUNDRY/cast-linux-amd64/bin/cast" code --rpc-url "$RPC" "$ENTRY_POINT") != "0x" ]] || { say "EntryPoint did not land at its canonical address"; exit 1; }
 
 run_deploy() {
   DEPLOYMENTS_FILE="$OUT" PAYMASTER_DEPOSIT=1000000000000000000 \
-    "$BIN/forge" script script/Deploy.s.sol --rpc-url "$RPC" --private-key "$KEY" --broadcast \
+    "$FOUNDRY/forge-linux-amd64/bin/forge" script script/Deploy.s.sol --rpc-url "$RPC" --private-key "$KEY" --broadcast \
     --slow --non-interactive >"$WORK/forge-$1.log" 2>&1 || { cat "$WORK/forge-$1.log"; say "deploy run $1 failed"; exit 1; }
 }
 
-DEPLOYER=$("$BIN/cast" wallet address "$KEY")
+DEPLOYER=$("$FOUNDRY/cast-linux-amd64/bin/cast" wallet address "$KEY")
 say "first deploy"
 run_deploy 1
-NONCE_AFTER_FIRST=$("$BIN/cast" nonce --rpc-url "$RPC" "$DEPLOYER")
+NONCE_AFTER_FIRST=$("$FOUNDRY/cast-linux-amd64/bin/cast" nonce --rpc-url "$RPC" "$DEPLOYER")
 FACTORY=$(node -e "process.stdout.write(require('./$OUT').clusterFactory)")
 for ADDRESS in $(node -e "const d=require('./$OUT'); for (const [k,v] of Object.entries(d)) if (k !== 'chainId') console.log(k + '=' + v)"); do
-  [[ $("$BIN/cast" code --rpc-url "$RPC" "${ADDRESS#*=}") != "0x" ]] || { say "no code at the recorded ${ADDRESS%%=*} ${ADDRESS#*=}"; exit 1; }
+  [[ $("$FOUNDRY/cast-linux-amd64/bin/cast" code --rpc-url "$RPC" "${ADDRESS#*=}") != "0x" ]] || { say "no code at the recorded ${ADDRESS%%=*} ${ADDRESS#*=}"; exit 1; }
 done
-DEPLOY_BLOCK=$("$BIN/cast" call --rpc-url "$RPC" "$FACTORY" "deployBlock()(uint256)")
+DEPLOY_BLOCK=$("$FOUNDRY/cast-linux-amd64/bin/cast" call --rpc-url "$RPC" "$FACTORY" "deployBlock()(uint256)")
 [[ "$DEPLOY_BLOCK" -gt 0 ]] || { say "factory reports deploy block $DEPLOY_BLOCK"; exit 1; }
 say "factory $FACTORY deployed at block $DEPLOY_BLOCK; deployer nonce $NONCE_AFTER_FIRST"
 
 say "second deploy (must reuse everything)"
 run_deploy 2
-NONCE_AFTER_SECOND=$("$BIN/cast" nonce --rpc-url "$RPC" "$DEPLOYER")
+NONCE_AFTER_SECOND=$("$FOUNDRY/cast-linux-amd64/bin/cast" nonce --rpc-url "$RPC" "$DEPLOYER")
 [[ "$NONCE_AFTER_FIRST" == "$NONCE_AFTER_SECOND" ]] || { say "second run sent $((NONCE_AFTER_SECOND - NONCE_AFTER_FIRST)) transactions"; exit 1; }
 [[ $(node -e "process.stdout.write(require('./$OUT').clusterFactory)") == "$FACTORY" ]] || { say "factory address changed"; exit 1; }
 say "ok: deployed once, second run sent no transaction, every recorded address has code"
