@@ -8,7 +8,7 @@ FOUNDRY := node_modules/@foundry-rs
 FORGE := $(FOUNDRY)/forge-linux-amd64/bin/forge
 CARGO ?= cargo
 
-.PHONY: help deps build fmt lint test test-contracts test-deploy test-rust snapshots clean
+.PHONY: help deps build fmt lint bindings bindings-check test test-contracts test-deploy test-rust snapshots clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -29,7 +29,15 @@ fmt: deps ## Format Solidity and Rust
 	$(FORGE) fmt
 	$(CARGO) fmt --all
 
-lint: deps ## Formatting checks and clippy with warnings as errors
+bindings: deps ## Regenerate bindings/abi/*.json from the contracts (the Rust bindings read them)
+	$(FORGE) build
+	node tools/export-abi.js
+
+bindings-check: bindings ## Fail when the committed ABIs differ from what the contracts produce
+	@git diff --exit-code -- bindings/abi || { echo "bindings/abi is stale: run 'make bindings' and commit it"; exit 1; }
+	@test -z "$$(git status --porcelain -- bindings/abi)" || { echo "bindings/abi has uncommitted files: run 'make bindings' and commit them"; exit 1; }
+
+lint: deps bindings-check ## Formatting checks, bindings drift and clippy with warnings as errors
 	$(FORGE) fmt --check
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

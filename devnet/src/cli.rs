@@ -8,7 +8,7 @@ use tracing::warn;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 
-use crate::dstack_simulator;
+use crate::{dstack_simulator, gateway};
 
 /// AttestMesh local devnet.
 #[derive(Debug, Parser)]
@@ -24,6 +24,9 @@ pub struct Cli {
 pub enum Command {
     /// Run a dstack guest-agent simulator on a unix socket until interrupted.
     DstackSimulator(dstack_simulator::DstackSimulatorArgs),
+    /// Run a dstack gateway emulator (SNI router, TLS passthrough / termination) until
+    /// interrupted; SIGHUP re-reads the routes file.
+    Gateway(gateway::GatewayArgs),
 }
 
 /// Run the parsed command line.
@@ -33,6 +36,9 @@ pub async fn run(cli: Cli) -> eyre::Result<()> {
         Command::DstackSimulator(args) => dstack_simulator::run(args, shutdown_signal()?)
             .await
             .wrap_err("dstack-simulator failed"),
+        Command::Gateway(args) => gateway::run(args, shutdown_signal()?)
+            .await
+            .wrap_err("gateway failed"),
     }
 }
 

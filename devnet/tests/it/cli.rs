@@ -7,8 +7,13 @@ use std::time::{Duration, Instant};
 
 use attestmesh_devnet::cli::{Cli, Command as DevnetCommand};
 use attestmesh_devnet::dstack_simulator::{DstackSimulatorArgs, KeySource};
+use attestmesh_devnet::gateway::{GatewayArgs, PathDelay};
 use attestmesh_dstack::{DstackClient, Endpoint};
 use clap::Parser;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use crate::gateway as gw;
 
 const APP_ID: &str = "5bb4ff9a3837357f19dc176407a5709c62eb6c56";
 
@@ -17,6 +22,7 @@ fn parse(args: &[&str]) -> Result<DstackSimulatorArgs, clap::Error> {
     argv.extend_from_slice(args);
     Cli::try_parse_from(argv).map(|cli| match cli.command {
         DevnetCommand::DstackSimulator(args) => args,
+        other => panic!("parsed as another subcommand: {other:?}"),
     })
 }
 
@@ -140,4 +146,149 @@ async fn binary_serves_until_sigterm() {
         "no ANSI codes when not on a terminal: {stderr}"
     );
     assert!(!socket.exists(), "the socket file is removed on exit");
+}
+
+fn parse_gateway(args: &[&str]) -> Result<GatewayArgs, clap::Error> {
+    let mut argv = vec!["attestmesh-devnet", "gateway"];
+    argv.extend_from_slice(args);
+    Cli::try_parse_from(argv).map(|cli| match cli.command {
+        DevnetCommand::Gateway(args) => args,
+        other => panic!("parsed as another subcommand: {other:?}"),
+    })
+}
+
+#[test]
+fn gateway_flags_parse() {
+    let other_app = "11".repeat(20);
+    let args = parse_gateway(&[
+        "--gateway.route",
+        &format!("{APP_ID}=10.0.0.2"),
+        "--gateway.route",
+        &format!("0x{other_app}=fd00::3"),
+        "--gateway.delay-ms",
+        "200",
+        "--gateway.domain",
+        "gw.example.test",
+    ])
+    .unwrap();
+    let config = args.config().unwrap();
+    assert_eq!(config.routes.len(), 2);
+    assert_eq!(hex::encode(config.routes[0].0.as_bytes()), APP_ID);
+    assert_eq!(
+        config.routes[1].1,
+        "fd00::3".parse::<std::net::IpAddr>().unwrap()
+    );
+    assert_eq!(
+        config.delay,
+        PathDelay::symmetric(Duration::from_millis(200))
+    );
+    assert_eq!(config.domain, "gw.example.test");
+
+    let err = parse_gateway(&["--gateway.route", "not-a-route"]).unwrap_err();
+    assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+    let err = parse_gateway(&["--gateway.delay-ms", "-1"]).unwrap_err();
+    assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
+}
+
+/// A loopback port that was free a moment ago (the binary binds it by number).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn signal_child(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} failed");
+}
+
+/// The real binary: writes the CA file, routes from the routes file, re-reads it on SIGHUP,
+/// and exits cleanly on SIGTERM.
+#[tokio::test]
+async fn gateway_binary_reloads_routes_on_sighup_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes_file = dir.path().join("routes.json");
+    let ca_file = dir.path().join("gateway-ca.pem");
+    std::fs::write(&routes_file, "{}").unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_attestmesh-devnet"))
+        .args([
+            "gateway",
+            "--gateway.listen",
+            &listen,
+            "--gateway.routes-file",
+        ])
+        .arg(&routes_file)
+        .arg("--gateway.ca-cert")
+        .arg(&ca_file)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(&listen).await.is_err() {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            panic!("the gateway exited early with {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never listened on {listen}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let gateway: std::net::SocketAddr = listen.parse().unwrap();
+    let ca = CertificateDer::from_pem_file(&ca_file).unwrap();
+    let trusted = gw::client_config(&ca, &[]);
+    let port = gw::tcp_echo_backend().await;
+    let name = gw::dns(&format!(
+        "{APP_ID}-{port}.{}",
+        attestmesh_devnet::gateway::DEFAULT_DOMAIN
+    ));
+
+    let before = gw::within(
+        "before reload",
+        gw::connect(gateway, name.clone(), trusted.clone()),
+    )
+    .await;
+    assert!(before.is_err(), "the routes file is empty: no route yet");
+
+    std::fs::write(&routes_file, format!(r#"{{"{APP_ID}": "127.0.0.1"}}"#)).unwrap();
+    signal_child(&child.0, "-HUP");
+    let mut tls = gw::within("connect after SIGHUP", async {
+        loop {
+            if let Ok(tls) = gw::connect(gateway, name.clone(), trusted.clone()).await {
+                return tls;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    gw::round_trip(&mut tls, b"reloaded").await;
+    drop(tls);
+
+    signal_child(&child.0, "-TERM");
+    let status = child.0.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "exit {status}: {stderr}");
+    assert!(stderr.contains("gateway listening"), "{stderr}");
+    assert!(stderr.contains("SIGHUP: routes reloaded"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no ANSI codes when not on a terminal: {stderr}"
+    );
 }

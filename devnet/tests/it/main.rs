@@ -5,6 +5,8 @@
 
 mod cli;
 mod dstack_simulator;
+mod gateway;
+mod local_chain;
 
 use std::path::Path;
 

@@ -1,0 +1,313 @@
+//! [`ChainClient`]: typed reads and writes through the generated bindings.
+
+use alloy::network::{EthereumWallet, TransactionBuilder};
+use alloy::primitives::{Address, B256, Bytes, U256, aliases::U192};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::{Filter, Log, TransactionReceipt, TransactionRequest};
+use alloy::signers::local::PrivateKeySigner;
+use attestmesh_bindings::cluster::Cluster::{self, DstackProof, Member, NodeKeys};
+use attestmesh_bindings::entry_point::EntryPoint;
+use tracing::debug;
+use url::Url;
+
+use crate::error::{ChainError, Result};
+use crate::targets::CHAIN;
+
+/// The sponsorship policy's answer for one operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SponsorshipDecision {
+    pub sponsorable: bool,
+    /// Empty when sponsorable, else why not.
+    pub reason: String,
+}
+
+/// Client of one chain's JSON-RPC. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ChainClient {
+    provider: DynProvider,
+    endpoint: String,
+    chain_id: u64,
+}
+
+impl ChainClient {
+    /// A read-only client. Checks the chain id when `expected_chain_id` is given.
+    pub async fn connect(rpc_url: &Url, expected_chain_id: Option<u64>) -> Result<Self> {
+        let provider = ProviderBuilder::new()
+            .connect_http(rpc_url.clone())
+            .erased();
+        Self::from_provider(provider, rpc_url, expected_chain_id).await
+    }
+
+    /// A client that can also send transactions signed by `signer` (operators, devnet, tests;
+    /// nodes never do: they hold no ETH and go through [`crate::SponsoredSender`]).
+    pub async fn connect_with_signer(
+        rpc_url: &Url,
+        signer: PrivateKeySigner,
+        expected_chain_id: Option<u64>,
+    ) -> Result<Self> {
+        // Simple nonce management asks the chain for every transaction: the same key is also used
+        // by other tools (forge scripts, the operator's CLI), so a cached nonce would go stale.
+        let provider = ProviderBuilder::new()
+            .disable_recommended_fillers()
+            .with_gas_estimation()
+            .with_simple_nonce_management()
+            .fetch_chain_id()
+            .wallet(EthereumWallet::from(signer))
+            .connect_http(rpc_url.clone())
+            .erased();
+        Self::from_provider(provider, rpc_url, expected_chain_id).await
+    }
+
+    async fn from_provider(
+        provider: DynProvider,
+        rpc_url: &Url,
+        expected: Option<u64>,
+    ) -> Result<Self> {
+        let endpoint = redact(rpc_url);
+        let chain_id = provider
+            .get_chain_id()
+            .await
+            .map_err(|source| ChainError::Transport {
+                call: "eth_chainId".into(),
+                endpoint: endpoint.clone(),
+                source,
+            })?;
+        if let Some(expected) = expected
+            && expected != chain_id
+        {
+            return Err(ChainError::WrongChain {
+                endpoint,
+                expected,
+                actual: chain_id,
+            });
+        }
+        debug!(target: CHAIN, %endpoint, chain_id, "connected");
+        Ok(Self {
+            provider,
+            endpoint,
+            chain_id,
+        })
+    }
+
+    /// The underlying provider, for calls this client does not wrap.
+    pub fn provider(&self) -> &DynProvider {
+        &self.provider
+    }
+
+    /// The chain id the RPC reported.
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    /// The RPC endpoint, credentials removed (safe to log).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The cluster diamond at `address`.
+    pub fn cluster(&self, address: Address) -> Cluster::ClusterInstance<DynProvider> {
+        Cluster::new(address, self.provider.clone())
+    }
+
+    /// Wraps a contract-call error with this client's endpoint.
+    pub fn call_error(
+        &self,
+        call: impl Into<String>,
+        source: alloy::contract::Error,
+    ) -> ChainError {
+        ChainError::from_call(call, &self.endpoint, source)
+    }
+
+    fn transport_error(&self, call: &str, source: alloy::transports::TransportError) -> ChainError {
+        ChainError::Transport {
+            call: call.into(),
+            endpoint: self.endpoint.clone(),
+            source,
+        }
+    }
+
+    /// The latest block number.
+    pub async fn block_number(&self) -> Result<u64> {
+        self.provider
+            .get_block_number()
+            .await
+            .map_err(|e| self.transport_error("eth_blockNumber", e))
+    }
+
+    /// Logs matching `filter` (the caller bounds the range).
+    pub async fn logs(&self, filter: &Filter) -> Result<Vec<Log>> {
+        self.provider
+            .get_logs(filter)
+            .await
+            .map_err(|e| self.transport_error("eth_getLogs", e))
+    }
+
+    /// Fails with [`ChainError::NoCode`] when `address` holds no contract.
+    pub async fn require_code(&self, what: &str, address: Address) -> Result<()> {
+        let code = self
+            .provider
+            .get_code_at(address)
+            .await
+            .map_err(|e| self.transport_error("eth_getCode", e))?;
+        if code.is_empty() {
+            return Err(ChainError::NoCode {
+                what: what.into(),
+                address,
+                chain_id: self.chain_id,
+            });
+        }
+        Ok(())
+    }
+
+    /// The member record of `account`, or `None` when it has none (a failed read is an error,
+    /// never `None`).
+    pub async fn member_of(&self, cluster: Address, account: Address) -> Result<Option<Member>> {
+        let instance = self.cluster(cluster);
+        let id = instance
+            .memberIdOf(account)
+            .call()
+            .await
+            .map_err(|e| self.call_error("Cluster.memberIdOf", e))?;
+        if id == 0 {
+            return Ok(None);
+        }
+        let member = instance
+            .getMember(id)
+            .call()
+            .await
+            .map_err(|e| self.call_error("Cluster.getMember", e))?;
+        Ok(Some(member))
+    }
+
+    /// Every active member.
+    pub async fn active_members(&self, cluster: Address) -> Result<Vec<Member>> {
+        self.cluster(cluster)
+            .listActiveMembers()
+            .call()
+            .await
+            .map_err(|e| self.call_error("Cluster.listActiveMembers", e))
+    }
+
+    /// keccak256(CSK) when committed.
+    pub async fn csk_commitment(&self, cluster: Address) -> Result<Option<B256>> {
+        let commitment = self
+            .cluster(cluster)
+            .cskCommitment()
+            .call()
+            .await
+            .map_err(|e| self.call_error("Cluster.cskCommitment", e))?;
+        Ok((commitment != B256::ZERO).then_some(commitment))
+    }
+
+    /// The binding digest a registration proof must carry.
+    pub async fn registration_digest(
+        &self,
+        cluster: Address,
+        account: Address,
+        keys: NodeKeys,
+    ) -> Result<B256> {
+        self.cluster(cluster)
+            .registrationDigest(account, keys)
+            .call()
+            .await
+            .map_err(|e| self.call_error("Cluster.registrationDigest", e))
+    }
+
+    /// Pre-flights a dstack proof: (derived signer, KMS root), or the decoded reason it fails.
+    pub async fn verify_dstack_proof(
+        &self,
+        cluster: Address,
+        proof: DstackProof,
+    ) -> Result<(Address, Address)> {
+        let out = self
+            .cluster(cluster)
+            .verifyDstackProof(proof)
+            .call()
+            .await
+            .map_err(|e| self.call_error("Cluster.verifyDstackProof", e))?;
+        Ok((out.derivedSigner, out.kmsRoot))
+    }
+
+    /// Asks the cluster's sponsorship policy about an operation from `sender` with `call_data`.
+    pub async fn check_sponsorship(
+        &self,
+        cluster: Address,
+        sender: Address,
+        call_data: Bytes,
+    ) -> Result<SponsorshipDecision> {
+        let out = self
+            .cluster(cluster)
+            .checkSponsorship(sender, call_data)
+            .call()
+            .await
+            .map_err(|e| self.call_error("Cluster.checkSponsorship", e))?;
+        Ok(SponsorshipDecision {
+            sponsorable: out.sponsorable,
+            reason: out.reason,
+        })
+    }
+
+    /// The account's next nonce from `EntryPoint.getNonce(sender, key)` via eth_call. Field note 5:
+    /// a bundler method that did not exist was once "read" as 0; this read fails loudly instead.
+    pub async fn entry_point_nonce(
+        &self,
+        entry_point: Address,
+        sender: Address,
+        key: U192,
+    ) -> Result<U256> {
+        EntryPoint::new(entry_point, self.provider.clone())
+            .getNonce(sender, key)
+            .call()
+            .await
+            .map_err(|e| self.call_error("EntryPoint.getNonce", e))
+    }
+
+    /// Sends a transaction (clients made with a signer only) and waits for a successful receipt.
+    pub async fn send_transaction(
+        &self,
+        call: &str,
+        to: Address,
+        data: Bytes,
+    ) -> Result<TransactionReceipt> {
+        let request = TransactionRequest::default().with_to(to).with_input(data);
+        let pending =
+            self.provider
+                .send_transaction(request)
+                .await
+                .map_err(|source| {
+                    match source.as_error_resp().and_then(|e| e.as_revert_data()) {
+                        Some(data) => ChainError::Reverted {
+                            call: call.into(),
+                            reason: crate::revert::decode(&data),
+                        },
+                        None => self.transport_error(call, source),
+                    }
+                })?;
+        let tx = *pending.tx_hash();
+        debug!(target: CHAIN, call, %tx, "transaction sent");
+        let receipt = pending
+            .get_receipt()
+            .await
+            .map_err(|e| ChainError::Transport {
+                call: format!("{call} receipt"),
+                endpoint: self.endpoint.clone(),
+                source: alloy::transports::TransportErrorKind::custom_str(&e.to_string()),
+            })?;
+        if !receipt.status() {
+            return Err(ChainError::TransactionReverted {
+                call: call.into(),
+                tx: tx.to_string(),
+            });
+        }
+        Ok(receipt)
+    }
+}
+
+/// The URL without user info or query (API keys live there).
+fn redact(url: &Url) -> String {
+    let mut clean = url.clone();
+    let _ = clean.set_username("");
+    let _ = clean.set_password(None);
+    clean.set_query(None);
+    clean.to_string()
+}
