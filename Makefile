@@ -8,7 +8,7 @@ FOUNDRY := node_modules/@foundry-rs
 FORGE := $(FOUNDRY)/forge-linux-amd64/bin/forge
 CARGO ?= cargo
 
-.PHONY: help deps build fmt lint bindings bindings-check test test-contracts test-deploy test-rust snapshots clean
+.PHONY: help deps build fmt lint bindings bindings-check devnet devnet-down test test-contracts test-deploy test-rust snapshots clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -58,6 +58,12 @@ test: lint test-contracts test-deploy test-rust ## Everything CI runs
 snapshots: deps ## Re-record gas snapshots after an intended gas change (commit snapshots/)
 	rm -rf snapshots
 	$(FORGE) test
+
+devnet: deps ## Bring the local devnet up in the foreground (NODES=3); Ctrl-C stops it
+	$(CARGO) run --quiet -p attestmesh-devnet -- up --nodes $(or $(NODES),3)
+
+devnet-down: ## Clean up after a devnet that crashed
+	$(CARGO) run --quiet -p attestmesh-devnet -- down
 
 clean: ## Remove build outputs
 	rm -rf out cache target node_modules

@@ -303,11 +303,29 @@ impl ChainClient {
     }
 }
 
-/// The URL without user info or query (API keys live there).
+/// Scheme, host and port only: providers put API keys in the user info, the path
+/// (`/v2/<key>`) or the query, and this string goes into logs and errors.
 fn redact(url: &Url) -> String {
-    let mut clean = url.clone();
-    let _ = clean.set_username("");
-    let _ = clean.set_password(None);
-    clean.set_query(None);
-    clean.to_string()
+    match (url.host_str(), url.port()) {
+        (Some(host), Some(port)) => format!("{}://{host}:{port}", url.scheme()),
+        (Some(host), None) => format!("{}://{host}", url.scheme()),
+        _ => "<RPC URL without a host>".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redaction_drops_keys_in_user_path_and_query() {
+        let url = "https://user:secret@base-mainnet.g.alchemy.com/v2/API_KEY?key=k"
+            .parse()
+            .unwrap();
+        assert_eq!(redact(&url), "https://base-mainnet.g.alchemy.com");
+        assert_eq!(
+            redact(&"http://127.0.0.1:8545/".parse().unwrap()),
+            "http://127.0.0.1:8545"
+        );
+    }
 }

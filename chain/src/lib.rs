@@ -8,6 +8,7 @@
 
 mod client;
 mod error;
+pub mod proof;
 pub mod revert;
 mod rpc;
 mod userop;

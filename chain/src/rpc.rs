@@ -130,8 +130,14 @@ impl RpcClient {
             url: self.url.to_string(),
             detail,
         };
-        let params = serde_json::to_value(params)
-            .map_err(|e| malformed(format!("cannot encode params: {e}")))?;
+        let params = match serde_json::to_value(params)
+            .map_err(|e| malformed(format!("cannot encode params: {e}")))?
+        {
+            // JSON-RPC 2.0 params are an array or an object, never null; @pimlico/alto rejects
+            // `"params": null`, which is what `()` encodes to.
+            serde_json::Value::Null => serde_json::Value::Array(Vec::new()),
+            params => params,
+        };
         let request = Request::new(id, method, params);
         let started = Instant::now();
         debug!(target: RPC, service = self.service, id, method, url = %self.url, "request");

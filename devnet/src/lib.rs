@@ -5,7 +5,12 @@
 //! more emulators (gas manager, ...), each a module beside them.
 
 pub mod alto;
+pub mod bundler;
 pub mod cli;
 pub mod dstack_simulator;
+pub mod fault_proxy;
+pub mod gas_manager;
 pub mod gateway;
 pub mod local_chain;
+pub mod stack;
+pub mod up;

@@ -142,8 +142,9 @@ impl LocalChain {
             path: anvil_path.clone(),
             message: e.to_string(),
         })?;
-        let rpc_url: Url = anvil
-            .endpoint()
+        // 127.0.0.1, not the "localhost" alloy reports: Node resolves localhost to ::1 first and
+        // anvil listens on IPv4 only, so alto could not connect.
+        let rpc_url: Url = format!("http://127.0.0.1:{}", anvil.port())
             .parse()
             .map_err(|e| LocalChainError::Malformed {
                 what: "anvil endpoint".into(),
@@ -185,6 +186,11 @@ impl LocalChain {
 
     pub fn rpc_url(&self) -> &Url {
         &self.rpc_url
+    }
+
+    /// anvil's process id (recorded so `attestmesh-devnet down` can clean up after a crash).
+    pub fn anvil_pid(&self) -> u32 {
+        self.anvil.child().id()
     }
 
     pub fn deployment(&self) -> &Deployment {

@@ -3,8 +3,10 @@
 // A failed unwrap is a failed test, with the reason in the panic message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod bundler;
 mod cli;
 mod dstack_simulator;
+mod gas_manager;
 mod gateway;
 mod local_chain;
 

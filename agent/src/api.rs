@@ -1,0 +1,397 @@
+//! The app-facing surfaces: `/healthz`, `/status`, `/metrics` on the health port, and the gRPC
+//! API on a unix socket (with gRPC health and server reflection, so generic clients work).
+//! [`to_status`] is the one place errors become gRPC statuses; protobuf types stay in here.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::pin::Pin;
+
+use alloy::primitives::B256;
+use attestmesh_proto::agent::v1 as pb;
+use attestmesh_proto::agent::v1::agent_server::{Agent, AgentServer};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::{BroadcastStream, UnixListenerStream};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Status};
+use tracing::{info, warn};
+
+use crate::cluster::PeerEventKind;
+use crate::health::Health;
+use crate::inbox::{Cursor, InboundMessage};
+use crate::messages::MAX_PAYLOAD;
+use crate::metrics::Metrics;
+use crate::node::{Node, SEND_TIMEOUT, SendError};
+use crate::shutdown::Shutdown;
+use crate::targets::API;
+
+/// Header carrying what the node waits for (the /healthz body stays exactly the seed's).
+pub const WAITING_FOR_HEADER: &str = "x-attestmesh-waiting-for";
+
+/// Errors of setting up the API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("cannot listen on {address}: {source} (is another agent running?)")]
+    Listen {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} exists and is not a socket; refusing to delete it")]
+    NotASocket { path: String },
+    #[error("cannot prepare the API socket {path}: {source}")]
+    Socket {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gRPC reflection setup failed: {0}")]
+    Reflection(String),
+}
+
+#[derive(Clone)]
+struct HealthState {
+    health: Health,
+    metrics: Metrics,
+}
+
+/// Serves `/healthz`, `/status` and `/metrics` until shutdown.
+pub async fn serve_health(
+    listen: SocketAddr,
+    health: Health,
+    metrics: Metrics,
+    shutdown: Shutdown,
+) -> Result<JoinHandle<()>, ApiError> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| ApiError::Listen {
+            address: listen.to_string(),
+            source,
+        })?;
+    info!(target: API, %listen, "health endpoint listening");
+    let app = axum::Router::new()
+        .route("/healthz", get(healthz))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics_text))
+        .with_state(HealthState { health, metrics });
+    Ok(tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+        {
+            warn!(target: API, %error, "health endpoint stopped");
+        }
+    }))
+}
+
+async fn healthz(State(state): State<HealthState>) -> Response {
+    let snapshot = state.health.snapshot();
+    let code = if snapshot.is_healthy() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut response = (code, axum::Json(snapshot.body())).into_response();
+    if !snapshot.waiting_for.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&snapshot.waiting_for.replace(['\r', '\n'], " "))
+    {
+        response.headers_mut().insert(WAITING_FOR_HEADER, value);
+    }
+    response
+}
+
+async fn status(State(state): State<HealthState>) -> Response {
+    let s = state.health.snapshot();
+    axum::Json(serde_json::json!({
+        "phase": s.phase.as_str(),
+        "csk_acquired": s.csk_acquired,
+        "first_converged": s.first_converged,
+        "live_peers": s.live_peers,
+        "waiting_for": s.waiting_for,
+        "healthy": s.is_healthy(),
+    }))
+    .into_response()
+}
+
+async fn metrics_text(State(state): State<HealthState>) -> Response {
+    match state.metrics.encode() {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed").into_response(),
+    }
+}
+
+/// Serves the gRPC API on `socket` until shutdown. A stale socket file is replaced; the new one
+/// is readable and writable by owner and group only (the app container shares the group).
+pub async fn serve_api(
+    socket: &Path,
+    node: Node,
+    shutdown: Shutdown,
+) -> Result<JoinHandle<()>, ApiError> {
+    let path = socket.display().to_string();
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| ApiError::Socket {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    match std::fs::symlink_metadata(socket) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            std::fs::remove_file(socket).map_err(|source| ApiError::Socket {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(_) => return Err(ApiError::NotASocket { path }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(ApiError::Socket { path, source }),
+    }
+    let listener = UnixListener::bind(socket).map_err(|source| ApiError::Listen {
+        address: path.clone(),
+        source,
+    })?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660)).map_err(|source| {
+        ApiError::Socket {
+            path: path.clone(),
+            source,
+        }
+    })?;
+
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    reporter.set_serving::<AgentServer<AgentApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(attestmesh_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ApiError::Reflection(e.to_string()))?;
+    info!(target: API, socket = %path, "gRPC API listening");
+    let service = AgentServer::new(AgentApi { node });
+    let incoming = UnixListenerStream::new(listener);
+    Ok(tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
+            .await;
+        if let Err(error) = result {
+            warn!(target: API, %error, "gRPC API stopped");
+        }
+    }))
+}
+
+/// The one place an error becomes a gRPC status.
+fn to_status(error: &SendError) -> Status {
+    match error {
+        SendError::NotRegistered => Status::unavailable(error.to_string()),
+        SendError::UnknownRecipient(_) => Status::not_found(error.to_string()),
+        SendError::RecipientRevoked(_) => Status::failed_precondition(error.to_string()),
+        SendError::Message(crate::messages::MessageError::TooLarge { .. }) => {
+            Status::invalid_argument(error.to_string())
+        }
+        SendError::Message(_) => Status::internal(error.to_string()),
+        SendError::UserOp(e @ attestmesh_chain::UserOpError::SponsorshipRefused { .. }) => {
+            Status::permission_denied(e.to_string())
+        }
+        SendError::UserOp(e) if e.is_transient() => Status::unavailable(e.to_string()),
+        SendError::UserOp(e) => Status::aborted(e.to_string()),
+    }
+}
+
+struct AgentApi {
+    node: Node,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn to_pb_message(m: &InboundMessage) -> pb::InboundMessage {
+    pb::InboundMessage {
+        sender_member_id: m.sender_id,
+        payload: m.payload.clone(),
+        envelope_id: m.envelope_id.to_vec(),
+        block_number: m.block_number,
+        transaction_hash: m.tx_hash.to_string(),
+        cursor: m.cursor().encode(),
+    }
+}
+
+#[tonic::async_trait]
+impl Agent for AgentApi {
+    async fn get_mesh_status(
+        &self,
+        _: Request<pb::GetMeshStatusRequest>,
+    ) -> Result<tonic::Response<pb::MeshStatus>, Status> {
+        let s = self.node.health.snapshot();
+        Ok(tonic::Response::new(pb::MeshStatus {
+            phase: s.phase.as_str().into(),
+            csk_acquired: s.csk_acquired,
+            first_converged: s.first_converged,
+            live_peers: s.live_peers,
+            waiting_for: s.waiting_for,
+        }))
+    }
+
+    async fn get_self(
+        &self,
+        _: Request<pb::GetSelfRequest>,
+    ) -> Result<tonic::Response<pb::SelfInfo>, Status> {
+        let identity = &self.node.identity;
+        let self_id = self.node.cluster.self_id().await;
+        let member = match self_id {
+            Some(id) => self.node.cluster.member(id).await,
+            None => None,
+        };
+        Ok(tonic::Response::new(pb::SelfInfo {
+            member_id: self_id.unwrap_or_default(),
+            account: identity.account.to_string(),
+            mesh_ip: member.map(|m| m.mesh_ip.to_string()).unwrap_or_default(),
+            ed25519_public_key: identity.ed25519_public().to_vec(),
+            x25519_public_key: identity.x25519_public().to_vec(),
+            wireguard_public_key: identity.wireguard_public().to_vec(),
+            cluster: self.node.cluster_address.to_string(),
+            chain_id: self.node.chain.chain_id(),
+        }))
+    }
+
+    async fn list_peers(
+        &self,
+        request: Request<pb::ListPeersRequest>,
+    ) -> Result<tonic::Response<pb::ListPeersResponse>, Status> {
+        let include_revoked = request.into_inner().include_revoked;
+        let self_id = self.node.cluster.self_id().await;
+        let peers = self
+            .node
+            .cluster
+            .members()
+            .await
+            .into_iter()
+            .filter(|m| include_revoked || m.active)
+            .map(|m| pb::Peer {
+                member_id: m.id,
+                account: m.account.to_string(),
+                mesh_ip: m.mesh_ip.to_string(),
+                status: if m.active { "active" } else { "revoked" }.into(),
+                // Liveness comes from verified heartbeats (the mesh); none are seen without it.
+                live: false,
+                last_heartbeat_age_ms: None,
+                is_self: Some(m.id) == self_id,
+            })
+            .collect();
+        Ok(tonic::Response::new(pb::ListPeersResponse { peers }))
+    }
+
+    async fn send_message(
+        &self,
+        request: Request<pb::SendMessageRequest>,
+    ) -> Result<tonic::Response<pb::SendMessageResponse>, Status> {
+        let request = request.into_inner();
+        if request.recipient_member_id == 0 {
+            return Err(Status::invalid_argument(
+                "recipient_member_id must be a member id (ids start at 1)",
+            ));
+        }
+        if request.payload.is_empty() {
+            return Err(Status::invalid_argument("payload is empty"));
+        }
+        if request.payload.len() > MAX_PAYLOAD {
+            return Err(Status::invalid_argument(format!(
+                "payload of {} bytes is over the {MAX_PAYLOAD}-byte limit",
+                request.payload.len()
+            )));
+        }
+        let sent = tokio::time::timeout(
+            SEND_TIMEOUT,
+            crate::node::send_message(&self.node, request.recipient_member_id, &request.payload),
+        )
+        .await
+        .map_err(|_| {
+            Status::deadline_exceeded(
+                "the sponsored operation was not included in time; it may still land",
+            )
+        })?;
+        let (envelope_id, receipt) = sent.map_err(|e| {
+            warn!(target: API, error = %e, "SendMessage failed");
+            to_status(&e)
+        })?;
+        Ok(tonic::Response::new(pb::SendMessageResponse {
+            envelope_id: envelope_id.to_vec(),
+            user_operation_hash: receipt.user_op_hash.to_string(),
+            transaction_hash: receipt.receipt.transaction_hash.to_string(),
+            block_number: receipt.receipt.block_number.to::<u64>(),
+        }))
+    }
+
+    type SubscribeMessagesStream = BoxStream<pb::InboundMessage>;
+
+    async fn subscribe_messages(
+        &self,
+        request: Request<pb::SubscribeMessagesRequest>,
+    ) -> Result<tonic::Response<Self::SubscribeMessagesStream>, Status> {
+        let cursor_text = request.into_inner().cursor;
+        let cursor = if cursor_text.is_empty() {
+            None
+        } else {
+            Some(Cursor::parse(&cursor_text).map_err(Status::invalid_argument)?)
+        };
+        let (backlog, live) = self.node.inbox.since(cursor).await;
+        let last = backlog.last().map(InboundMessage::cursor).or(cursor);
+        let backlog = tokio_stream::iter(backlog.into_iter().map(|m| Ok(to_pb_message(&m))));
+        let live = BroadcastStream::new(live).filter_map(move |item| match item {
+            // Skip anything the backlog already carried.
+            Ok(m) if last.is_none_or(|c| m.cursor() > c) => Some(Ok(to_pb_message(&m))),
+            Ok(_) => None,
+            Err(_) => Some(Err(Status::data_loss(
+                "the subscriber fell behind; resubscribe with the last cursor",
+            ))),
+        });
+        Ok(tonic::Response::new(Box::pin(backlog.chain(live))))
+    }
+
+    type SubscribePeerEventsStream = BoxStream<pb::PeerEvent>;
+
+    async fn subscribe_peer_events(
+        &self,
+        _: Request<pb::SubscribePeerEventsRequest>,
+    ) -> Result<tonic::Response<Self::SubscribePeerEventsStream>, Status> {
+        let stream = BroadcastStream::new(self.node.cluster.subscribe()).map(|item| match item {
+            Ok(event) => Ok(pb::PeerEvent {
+                kind: match event.kind {
+                    PeerEventKind::Joined => pb::peer_event::Kind::Joined,
+                    PeerEventKind::Revoked => pb::peer_event::Kind::Revoked,
+                    PeerEventKind::Live => pb::peer_event::Kind::Live,
+                    PeerEventKind::Down => pb::peer_event::Kind::Down,
+                } as i32,
+                member_id: event.member_id,
+                mesh_ip: event.mesh_ip.to_string(),
+                at_unix_ms: event.at_unix_ms,
+            }),
+            Err(_) => Err(Status::data_loss("the subscriber fell behind; resubscribe")),
+        });
+        Ok(tonic::Response::new(Box::pin(stream)))
+    }
+
+    async fn get_cluster_shared_key(
+        &self,
+        _: Request<pb::GetClusterSharedKeyRequest>,
+    ) -> Result<tonic::Response<pb::ClusterSharedKey>, Status> {
+        let snapshot = self.node.health.snapshot();
+        if !snapshot.is_healthy() {
+            return Err(Status::failed_precondition(format!(
+                "the health gates have not passed (phase {}, waiting for: {})",
+                snapshot.phase.as_str(),
+                snapshot.waiting_for
+            )));
+        }
+        let guard = self.node.csk.read().await;
+        let key = guard
+            .as_ref()
+            .ok_or_else(|| Status::failed_precondition("the CSK is not held"))?;
+        Ok(tonic::Response::new(pb::ClusterSharedKey {
+            key: key.to_vec(),
+            commitment: B256::from(alloy::primitives::keccak256(key.as_slice())).to_vec(),
+        }))
+    }
+}

@@ -1,0 +1,180 @@
+//! The member set as the chain states it, and the peer events the app subscribes to.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use alloy::primitives::{Address, B256};
+use attestmesh_bindings::cluster::Cluster::Member;
+use tokio::sync::{RwLock, broadcast};
+use tracing::info;
+
+use crate::targets::PEERS;
+
+/// A member as the agent uses it (converted from the binding once, here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: u64,
+    pub account: Address,
+    pub signer: Address,
+    pub x25519: [u8; 32],
+    pub ed25519: [u8; 32],
+    pub wireguard: [u8; 32],
+    pub mesh_ip: Ipv4Addr,
+    pub active: bool,
+}
+
+impl From<&Member> for MemberInfo {
+    fn from(m: &Member) -> Self {
+        Self {
+            id: m.id,
+            account: m.account,
+            signer: m.signer,
+            x25519: m.keys.x25519.0,
+            ed25519: m.keys.ed25519.0,
+            wireguard: m.keys.wireguard.0,
+            mesh_ip: Ipv4Addr::from(m.meshIp),
+            // MemberStatus: 0 None, 1 Active, 2 Revoked.
+            active: m.status == 1,
+        }
+    }
+}
+
+/// What happened to a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerEventKind {
+    Joined,
+    Revoked,
+    Live,
+    Down,
+}
+
+/// A peer event for SubscribePeerEvents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerEvent {
+    pub kind: PeerEventKind,
+    pub member_id: u64,
+    pub mesh_ip: Ipv4Addr,
+    pub at_unix_ms: u64,
+}
+
+/// The cluster as this node knows it. Cheap to clone (shared).
+#[derive(Debug, Clone)]
+pub struct ClusterState {
+    inner: Arc<RwLock<View>>,
+    events: broadcast::Sender<PeerEvent>,
+}
+
+#[derive(Debug, Default)]
+struct View {
+    self_id: Option<u64>,
+    members: BTreeMap<u64, MemberInfo>,
+    csk_commitment: Option<B256>,
+}
+
+impl Default for ClusterState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClusterState {
+    pub fn new() -> Self {
+        let (events, _) = broadcast::channel(1024);
+        Self {
+            inner: Arc::new(RwLock::new(View::default())),
+            events,
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<PeerEvent> {
+        self.events.subscribe()
+    }
+
+    pub async fn set_self(&self, id: u64) {
+        self.inner.write().await.self_id = Some(id);
+    }
+
+    pub async fn self_id(&self) -> Option<u64> {
+        self.inner.read().await.self_id
+    }
+
+    /// Replaces the member set with the chain's, emitting joins and revocations.
+    pub async fn apply_members(&self, members: &[Member]) {
+        let mut view = self.inner.write().await;
+        for member in members.iter().map(MemberInfo::from) {
+            let previous = view.members.get(&member.id).map(|m| m.active);
+            let event = match (previous, member.active) {
+                (None, true) => Some(PeerEventKind::Joined),
+                (Some(true), false) | (None, false) => Some(PeerEventKind::Revoked),
+                _ => None,
+            };
+            if let Some(kind) = event {
+                // A revoked member we never saw active is recorded silently.
+                if !(previous.is_none() && kind == PeerEventKind::Revoked) {
+                    info!(target: PEERS, member = member.id, mesh_ip = %member.mesh_ip, event = ?kind, "member");
+                    let _ = self.events.send(PeerEvent {
+                        kind,
+                        member_id: member.id,
+                        mesh_ip: member.mesh_ip,
+                        at_unix_ms: now_ms(),
+                    });
+                }
+            }
+            view.members.insert(member.id, member);
+        }
+    }
+
+    /// Emits a liveness transition (the mesh reports these).
+    pub async fn emit_liveness(&self, member_id: u64, live: bool) {
+        let mesh_ip = match self.inner.read().await.members.get(&member_id) {
+            Some(m) => m.mesh_ip,
+            None => return,
+        };
+        let kind = if live {
+            PeerEventKind::Live
+        } else {
+            PeerEventKind::Down
+        };
+        let _ = self.events.send(PeerEvent {
+            kind,
+            member_id,
+            mesh_ip,
+            at_unix_ms: now_ms(),
+        });
+    }
+
+    pub async fn member(&self, id: u64) -> Option<MemberInfo> {
+        self.inner.read().await.members.get(&id).cloned()
+    }
+
+    pub async fn members(&self) -> Vec<MemberInfo> {
+        self.inner.read().await.members.values().cloned().collect()
+    }
+
+    /// Active members other than this node.
+    pub async fn active_peers(&self) -> Vec<MemberInfo> {
+        let view = self.inner.read().await;
+        view.members
+            .values()
+            .filter(|m| m.active && Some(m.id) != view.self_id)
+            .cloned()
+            .collect()
+    }
+
+    pub async fn set_csk_commitment(&self, commitment: Option<B256>) {
+        self.inner.write().await.csk_commitment = commitment;
+    }
+
+    pub async fn csk_commitment(&self) -> Option<B256> {
+        self.inner.read().await.csk_commitment
+    }
+}
+
+pub fn now_ms() -> u64 {
+    // A clock before 1970 is not an error worth failing an event over.
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

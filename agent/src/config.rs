@@ -1,0 +1,283 @@
+//! Configuration: flags, environment (`ATTESTMESH_*`) and an optional TOML file (`--config`),
+//! in that order of precedence. Every setting is documented in README's agent section.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use alloy::primitives::Address;
+use attestmesh_bindings::ENTRY_POINT_V07;
+use clap::Args;
+use serde::Deserialize;
+use url::Url;
+
+/// Flags of `cluster-mesh-agent run`. Each is optional here so the file can fill it.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AgentArgs {
+    /// TOML file with any of the settings below (keys as the flags, dots as in the flag).
+    #[arg(long = "config", env = "ATTESTMESH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// dstack guest-agent socket (default: $DSTACK_SIMULATOR_ENDPOINT, then the standard paths).
+    #[arg(long = "dstack.socket", env = "ATTESTMESH_DSTACK_SOCKET")]
+    pub dstack_socket: Option<PathBuf>,
+    /// Chain JSON-RPC URL (Base, or the devnet's anvil).
+    #[arg(long = "chain.rpc-url", env = "ATTESTMESH_CHAIN_RPC_URL")]
+    pub chain_rpc_url: Option<Url>,
+    /// Expected chain id (8453 on Base); the agent refuses an RPC that serves another chain.
+    #[arg(long = "chain.id", env = "ATTESTMESH_CHAIN_ID")]
+    pub chain_id: Option<u64>,
+    /// The cluster diamond. Default: read from the member account (`MemberAccount.cluster()`).
+    #[arg(long = "cluster", env = "ATTESTMESH_CLUSTER")]
+    pub cluster: Option<Address>,
+    /// EntryPoint v0.7 (default: the canonical address).
+    #[arg(long = "chain.entry-point", env = "ATTESTMESH_ENTRY_POINT")]
+    pub entry_point: Option<Address>,
+    /// ERC-4337 bundler JSON-RPC URL.
+    #[arg(long = "bundler.url", env = "ATTESTMESH_BUNDLER_URL")]
+    pub bundler_url: Option<Url>,
+    /// Gas manager JSON-RPC URL (Alchemy's, or the devnet's emulator).
+    #[arg(long = "gas-manager.url", env = "ATTESTMESH_GAS_MANAGER_URL")]
+    pub gas_manager_url: Option<Url>,
+    /// Gas manager policy id.
+    #[arg(
+        long = "gas-manager.policy-id",
+        env = "ATTESTMESH_GAS_MANAGER_POLICY_ID"
+    )]
+    pub policy_id: Option<String>,
+    /// Health and metrics listener (`/healthz`, `/status`, `/metrics`).
+    #[arg(long = "health.listen", env = "ATTESTMESH_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+    /// The app's gRPC unix socket.
+    #[arg(long = "api.socket", env = "ATTESTMESH_API_SOCKET")]
+    pub api_socket: Option<PathBuf>,
+    /// Seconds between chain-log polls.
+    #[arg(long = "poll.interval-secs", env = "ATTESTMESH_POLL_INTERVAL_SECS")]
+    pub poll_interval_secs: Option<u64>,
+    /// Blocks behind the head before an event is applied (reorg safety).
+    #[arg(long = "poll.confirmations", env = "ATTESTMESH_POLL_CONFIRMATIONS")]
+    pub poll_confirmations: Option<u64>,
+    /// Most blocks asked of eth_getLogs at once (RPCs cap ranges).
+    #[arg(long = "poll.max-range", env = "ATTESTMESH_POLL_MAX_RANGE")]
+    pub poll_max_range: Option<u64>,
+    /// `human` or `json` logs.
+    #[arg(long = "log.format", env = "ATTESTMESH_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The same settings as read from a TOML file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(rename = "dstack.socket")]
+    pub dstack_socket: Option<PathBuf>,
+    #[serde(rename = "chain.rpc-url")]
+    pub chain_rpc_url: Option<Url>,
+    #[serde(rename = "chain.id")]
+    pub chain_id: Option<u64>,
+    pub cluster: Option<Address>,
+    #[serde(rename = "chain.entry-point")]
+    pub entry_point: Option<Address>,
+    #[serde(rename = "bundler.url")]
+    pub bundler_url: Option<Url>,
+    #[serde(rename = "gas-manager.url")]
+    pub gas_manager_url: Option<Url>,
+    #[serde(rename = "gas-manager.policy-id")]
+    pub policy_id: Option<String>,
+    #[serde(rename = "health.listen")]
+    pub health_listen: Option<SocketAddr>,
+    #[serde(rename = "api.socket")]
+    pub api_socket: Option<PathBuf>,
+    #[serde(rename = "poll.interval-secs")]
+    pub poll_interval_secs: Option<u64>,
+    #[serde(rename = "poll.confirmations")]
+    pub poll_confirmations: Option<u64>,
+    #[serde(rename = "poll.max-range")]
+    pub poll_max_range: Option<u64>,
+    #[serde(rename = "log.format")]
+    pub log_format: Option<String>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub dstack_socket: Option<PathBuf>,
+    pub chain_rpc_url: Url,
+    pub chain_id: Option<u64>,
+    pub cluster: Option<Address>,
+    pub entry_point: Address,
+    pub bundler_url: Url,
+    pub gas_manager_url: Url,
+    pub policy_id: String,
+    pub health_listen: SocketAddr,
+    pub api_socket: PathBuf,
+    pub poll_interval: Duration,
+    pub poll_confirmations: u64,
+    pub poll_max_range: u64,
+    pub log_format: LogFormat,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0} is required: pass --{0} or set it in the config file")]
+    Missing(&'static str),
+    #[error("{name} is invalid: {message}")]
+    Invalid { name: &'static str, message: String },
+}
+
+pub const DEFAULT_API_SOCKET: &str = "/var/run/attestmesh/agent.sock";
+pub const DEFAULT_HEALTH_LISTEN: &str = "0.0.0.0:9090";
+
+impl AgentArgs {
+    /// Flags and environment over the file over the defaults.
+    pub fn resolve(self) -> Result<AgentConfig, ConfigError> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let log_format = match self.log_format.or(file.log_format).as_deref() {
+            None | Some("human") => LogFormat::Human,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "log.format",
+                    message: format!("{other:?} (use human or json)"),
+                });
+            }
+        };
+        let health_listen = match self.health_listen.or(file.health_listen) {
+            Some(addr) => addr,
+            None => DEFAULT_HEALTH_LISTEN
+                .parse()
+                .map_err(|e| ConfigError::Invalid {
+                    name: "health.listen",
+                    message: format!("{e}"),
+                })?,
+        };
+        let poll_max_range = self.poll_max_range.or(file.poll_max_range).unwrap_or(2_000);
+        if poll_max_range == 0 {
+            return Err(ConfigError::Invalid {
+                name: "poll.max-range",
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(AgentConfig {
+            dstack_socket: self.dstack_socket.or(file.dstack_socket),
+            chain_rpc_url: self
+                .chain_rpc_url
+                .or(file.chain_rpc_url)
+                .ok_or(ConfigError::Missing("chain.rpc-url"))?,
+            chain_id: self.chain_id.or(file.chain_id),
+            cluster: self.cluster.or(file.cluster),
+            entry_point: self
+                .entry_point
+                .or(file.entry_point)
+                .unwrap_or(ENTRY_POINT_V07),
+            bundler_url: self
+                .bundler_url
+                .or(file.bundler_url)
+                .ok_or(ConfigError::Missing("bundler.url"))?,
+            gas_manager_url: self
+                .gas_manager_url
+                .or(file.gas_manager_url)
+                .ok_or(ConfigError::Missing("gas-manager.url"))?,
+            policy_id: self
+                .policy_id
+                .or(file.policy_id)
+                .ok_or(ConfigError::Missing("gas-manager.policy-id"))?,
+            health_listen,
+            api_socket: self
+                .api_socket
+                .or(file.api_socket)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_API_SOCKET)),
+            poll_interval: Duration::from_secs(
+                self.poll_interval_secs
+                    .or(file.poll_interval_secs)
+                    .unwrap_or(2)
+                    .max(1),
+            ),
+            poll_confirmations: self
+                .poll_confirmations
+                .or(file.poll_confirmations)
+                .unwrap_or(0),
+            poll_max_range,
+            log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> AgentArgs {
+        AgentArgs {
+            chain_rpc_url: Some("http://127.0.0.1:8545".parse().unwrap()),
+            bundler_url: Some("http://127.0.0.1:4337".parse().unwrap()),
+            gas_manager_url: Some("http://127.0.0.1:4338".parse().unwrap()),
+            policy_id: Some("policy".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_fill_what_is_not_given() {
+        let config = base().resolve().unwrap();
+        assert_eq!(config.entry_point, ENTRY_POINT_V07);
+        assert_eq!(config.api_socket, PathBuf::from(DEFAULT_API_SOCKET));
+        assert_eq!(config.health_listen.port(), 9090);
+        assert_eq!(config.log_format, LogFormat::Human);
+    }
+
+    #[test]
+    fn missing_required_setting_names_the_flag() {
+        let err = AgentArgs::default().resolve().unwrap_err();
+        assert!(err.to_string().contains("--chain.rpc-url"), "{err}");
+    }
+
+    #[test]
+    fn file_fills_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "\"gas-manager.policy-id\" = \"from-file\"\n\"poll.confirmations\" = 3\n",
+        )
+        .unwrap();
+        let mut args = base();
+        args.config = Some(path.clone());
+        args.policy_id = None;
+        let config = args.resolve().unwrap();
+        assert_eq!(config.policy_id, "from-file");
+        assert_eq!(config.poll_confirmations, 3);
+
+        std::fs::write(&path, "unknown = 1\n").unwrap();
+        let mut args = base();
+        args.config = Some(path);
+        assert!(matches!(args.resolve(), Err(ConfigError::Parse { .. })));
+    }
+}

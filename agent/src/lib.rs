@@ -1,0 +1,31 @@
+//! `cluster-mesh-agent`: the AttestMesh sidecar.
+//!
+//! Each long-running subsystem is a task; [`health::Health`] is the one place the phase machine
+//! lives, and every subsystem reports to it. Modules, in the order a node boots:
+//! [`config`] → [`identity`] (keys from the TEE) → [`registration`] (attested, sponsored,
+//! restart-safe) → [`intake`] (chain-log polling, the indexer's slot) → [`cluster`] (the member
+//! set) → [`messages`] (sealed messages) → [`api`] (gRPC on a unix socket) and [`health`]
+//! (`/healthz`, `/metrics`).
+
+pub mod api;
+pub mod cluster;
+pub mod config;
+pub mod health;
+pub mod identity;
+pub mod inbox;
+pub mod intake;
+pub mod messages;
+pub mod metrics;
+pub mod node;
+pub mod registration;
+pub mod shutdown;
+pub mod status;
+
+/// Log targets, one per boundary.
+pub mod targets {
+    pub const AGENT: &str = "attestmesh::agent";
+    pub const DSTACK: &str = "attestmesh::dstack";
+    pub const CHAIN: &str = "attestmesh::chain";
+    pub const API: &str = "attestmesh::api";
+    pub const PEERS: &str = "attestmesh::peers";
+}

@@ -1,0 +1,113 @@
+//! Prometheus metrics, served on the health port at `/metrics`.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Label of a dropped message: why it was dropped.
+pub type ReasonLabel = Vec<(String, String)>;
+
+/// Every metric the agent exports. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    pub phase: Family<Vec<(String, String)>, Gauge>,
+    pub live_peers: Gauge,
+    pub members: Gauge,
+    pub messages_received: Counter,
+    pub messages_dropped: Family<ReasonLabel, Counter>,
+    pub messages_sent: Counter,
+    pub user_operations_failed: Counter,
+    pub chain_poll_errors: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("attestmesh_agent");
+        let phase = Family::<Vec<(String, String)>, Gauge>::default();
+        let live_peers = Gauge::default();
+        let members = Gauge::default();
+        let messages_received = Counter::default();
+        let messages_dropped = Family::<ReasonLabel, Counter>::default();
+        let messages_sent = Counter::default();
+        let user_operations_failed = Counter::default();
+        let chain_poll_errors = Counter::default();
+        registry.register("phase", "1 for the current phase", phase.clone());
+        registry.register(
+            "live_peers",
+            "Peers with a verified recent heartbeat",
+            live_peers.clone(),
+        );
+        registry.register("members", "Active members of the cluster", members.clone());
+        registry.register(
+            "messages_received",
+            "Messages delivered to the app",
+            messages_received.clone(),
+        );
+        registry.register(
+            "messages_dropped",
+            "Inbound messages dropped, by reason",
+            messages_dropped.clone(),
+        );
+        registry.register(
+            "messages_sent",
+            "Messages sent by the app",
+            messages_sent.clone(),
+        );
+        registry.register(
+            "user_operations_failed",
+            "Sponsored operations that failed",
+            user_operations_failed.clone(),
+        );
+        registry.register(
+            "chain_poll_errors",
+            "Chain-log polls that failed",
+            chain_poll_errors.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            phase,
+            live_peers,
+            members,
+            messages_received,
+            messages_dropped,
+            messages_sent,
+            user_operations_failed,
+            chain_poll_errors,
+        }
+    }
+
+    /// Counts a dropped inbound message.
+    pub fn dropped(&self, reason: &str) {
+        self.messages_dropped
+            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc();
+    }
+
+    /// Marks `current` as the phase (1) and every other phase 0.
+    pub fn set_phase(&self, current: crate::health::Phase) {
+        for phase in crate::health::Phase::ALL {
+            let value = i64::from(phase == current);
+            self.phase
+                .get_or_create(&vec![("phase".to_string(), phase.as_str().to_string())])
+                .set(value);
+        }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,443 @@
+//! The node: boots the subsystems in the seed's order and owns what they share.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::primitives::{Address, B256, Bytes};
+use alloy::sol_types::SolCall;
+use attestmesh_bindings::cluster::Cluster;
+use attestmesh_bindings::factory::ClusterFactory;
+use attestmesh_bindings::member_account::MemberAccount;
+use attestmesh_chain::{ChainClient, SponsoredSender};
+use attestmesh_dstack::DstackClient;
+use tokio::sync::{RwLock, mpsc};
+use tracing::{debug, error, info, warn};
+use zeroize::Zeroizing;
+
+use crate::cluster::ClusterState;
+use crate::config::AgentConfig;
+use crate::health::{Health, Phase};
+use crate::identity::Identity;
+use crate::inbox::{InboundMessage, Inbox};
+use crate::intake::{IntakeEvent, PollConfig};
+use crate::messages::{self, Context, Kind};
+use crate::metrics::Metrics;
+use crate::registration::{Backoff, ensure_registered};
+use crate::shutdown::Shutdown;
+use crate::targets::{AGENT, CHAIN, PEERS};
+
+/// What every subsystem shares. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub identity: Arc<Identity>,
+    pub chain: ChainClient,
+    pub cluster_address: Address,
+    pub sender: SponsoredSender,
+    pub health: Health,
+    pub cluster: ClusterState,
+    pub inbox: Inbox,
+    pub metrics: Metrics,
+    /// The Cluster Shared Key, in memory only (filled by the CSK subsystem).
+    pub csk: Arc<RwLock<Option<Zeroizing<[u8; 32]>>>>,
+}
+
+/// Runs the agent until `shutdown` is cancelled.
+pub async fn run(config: AgentConfig, shutdown: Shutdown) -> eyre::Result<()> {
+    let health = Health::new();
+    let metrics = Metrics::new();
+    metrics.set_phase(Phase::Booting);
+    let health_server = crate::api::serve_health(
+        config.health_listen,
+        health.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+
+    let backoff = Backoff::default();
+    let identity = Arc::new(
+        retry(
+            &health,
+            Phase::Booting,
+            &backoff,
+            &shutdown,
+            "dstack guest agent",
+            || async {
+                let dstack = DstackClient::discover(config.dstack_socket.as_deref())?;
+                Identity::derive(&dstack).await.map_err(eyre::Report::from)
+            },
+        )
+        .await?,
+    );
+
+    let chain = retry(
+        &health,
+        Phase::Booting,
+        &backoff,
+        &shutdown,
+        "chain RPC",
+        || async {
+            ChainClient::connect(&config.chain_rpc_url, config.chain_id)
+                .await
+                .map_err(eyre::Report::from)
+        },
+    )
+    .await?;
+    let cluster_address = match config.cluster {
+        Some(cluster) => cluster,
+        None => {
+            retry(
+                &health,
+                Phase::Booting,
+                &backoff,
+                &shutdown,
+                "member account",
+                || async {
+                    chain
+                    .require_code("member account (dstack app id)", identity.account)
+                    .await
+                    .map_err(|e| {
+                        eyre::eyre!(
+                            "{e}; the operator deploys it with ClusterFactory.createMemberAccount"
+                        )
+                    })?;
+                    MemberAccount::new(identity.account, chain.provider().clone())
+                        .cluster()
+                        .call()
+                        .await
+                        .map_err(|e| {
+                            eyre::Report::from(chain.call_error("MemberAccount.cluster", e))
+                        })
+                },
+            )
+            .await?
+        }
+    };
+    info!(target: AGENT, cluster = %cluster_address, account = %identity.account, chain_id = chain.chain_id(), "cluster found");
+    let sender = SponsoredSender::new(
+        chain.clone(),
+        config.bundler_url.clone(),
+        config.gas_manager_url.clone(),
+        config.policy_id.clone(),
+        config.entry_point,
+        identity.owner.clone(),
+        identity.account,
+    )?;
+    let node = Node {
+        identity,
+        chain,
+        cluster_address,
+        sender,
+        health: health.clone(),
+        cluster: ClusterState::new(),
+        inbox: Inbox::new(),
+        metrics: metrics.clone(),
+        csk: Arc::new(RwLock::new(None)),
+    };
+    let api_server =
+        crate::api::serve_api(&config.api_socket, node.clone(), shutdown.clone()).await?;
+
+    health.set_phase(Phase::Registering, "checking for an existing member record");
+    metrics.set_phase(Phase::Registering);
+    let member = tokio::select! {
+        member = ensure_registered(&node.chain, &node.sender, &node.identity, cluster_address, &health, &backoff) => member?,
+        () = shutdown.cancelled() => return Ok(()),
+    };
+    node.cluster.set_self(member.id).await;
+
+    health.set_phase(Phase::Subscribing, "catching up with the cluster's events");
+    metrics.set_phase(Phase::Subscribing);
+    let start_block = retry(
+        &health,
+        Phase::Subscribing,
+        &backoff,
+        &shutdown,
+        "chain RPC",
+        || async {
+            let factory = node
+                .chain
+                .cluster(cluster_address)
+                .clusterFactory()
+                .call()
+                .await
+                .map_err(|e| node.chain.call_error("Cluster.clusterFactory", e))?;
+            ClusterFactory::new(factory, node.chain.provider().clone())
+                .deployBlock()
+                .call()
+                .await
+                .map(|b| b.to::<u64>())
+                .map_err(|e| {
+                    eyre::Report::from(node.chain.call_error("ClusterFactory.deployBlock", e))
+                })
+        },
+    )
+    .await?;
+    refresh_members(&node).await;
+
+    let (events_tx, events_rx) = mpsc::channel(1024);
+    let poll_config = PollConfig {
+        cluster: cluster_address,
+        self_member_id: member.id,
+        start_block,
+        interval: config.poll_interval,
+        confirmations: config.poll_confirmations,
+        max_range: config.poll_max_range,
+    };
+    let poller = tokio::spawn(crate::intake::poll(
+        node.chain.clone(),
+        poll_config,
+        events_tx,
+        metrics.clone(),
+    ));
+    let consumer = tokio::spawn(consume(node.clone(), events_rx));
+    update_peer_phase(&node).await;
+
+    shutdown.cancelled().await;
+    info!(target: AGENT, "shutting down");
+    poller.abort();
+    consumer.abort();
+    let _ = api_server.await;
+    let _ = health_server.await;
+    Ok(())
+}
+
+/// Retries `step` with backoff until it succeeds or shutdown, saying in /healthz what it waits for.
+async fn retry<T, F, Fut>(
+    health: &Health,
+    phase: Phase,
+    backoff: &Backoff,
+    shutdown: &Shutdown,
+    what: &str,
+    mut step: F,
+) -> eyre::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = eyre::Result<T>>,
+{
+    let mut delay = backoff.initial;
+    loop {
+        match step().await {
+            Ok(value) => return Ok(value),
+            Err(error) => {
+                warn!(target: AGENT, what, error = %format!("{error:#}"), retry_in_ms = delay.as_millis() as u64, "waiting");
+                health.set_phase(phase, format!("{what}: {error:#}"));
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shutdown.cancelled() => return Err(eyre::eyre!("shut down while waiting for {what}")),
+        }
+        delay = (delay * 2).min(backoff.max);
+    }
+}
+
+/// Re-reads the member set from the chain (idempotent, so reorgs and duplicate events are harmless).
+async fn refresh_members(node: &Node) {
+    let cluster = node.chain.cluster(node.cluster_address);
+    let count = match cluster.memberCount().call().await {
+        Ok(count) => count,
+        Err(e) => {
+            warn!(target: CHAIN, error = %node.chain.call_error("Cluster.memberCount", e), "member refresh failed; next event retries");
+            return;
+        }
+    };
+    match cluster.listMembers(1, count).call().await {
+        Ok(members) => {
+            node.cluster.apply_members(&members).await;
+            node.metrics
+                .members
+                .set(members.iter().filter(|m| m.status == 1).count() as i64);
+        }
+        Err(e) => {
+            warn!(target: CHAIN, error = %node.chain.call_error("Cluster.listMembers", e), "member refresh failed; next event retries")
+        }
+    }
+    match node.chain.csk_commitment(node.cluster_address).await {
+        Ok(commitment) => node.cluster.set_csk_commitment(commitment).await,
+        Err(error) => warn!(target: CHAIN, %error, "reading the CSK commitment failed"),
+    }
+}
+
+/// waiting-peers while this node is alone; wg-configuring once a peer exists (the mesh takes
+/// it from there).
+async fn update_peer_phase(node: &Node) {
+    let phase = node.health.snapshot().phase;
+    if phase > Phase::WgConfiguring || phase < Phase::Subscribing {
+        return;
+    }
+    let peers = node.cluster.active_peers().await;
+    let (next, waiting) = if peers.is_empty() {
+        (
+            Phase::WaitingPeers,
+            "no other members on chain yet".to_string(),
+        )
+    } else {
+        (
+            Phase::WgConfiguring,
+            format!("{} peer(s) on chain; configuring the mesh", peers.len()),
+        )
+    };
+    node.health.set_phase(next, waiting);
+    node.metrics.set_phase(next);
+}
+
+/// Applies intake events in order, de-duplicating what both sources deliver.
+async fn consume(node: Node, mut events: mpsc::Receiver<IntakeEvent>) {
+    while let Some(event) = events.recv().await {
+        match event {
+            IntakeEvent::MembersChanged { provenance } => {
+                debug!(target: CHAIN, block = provenance.block_number, "membership event");
+                refresh_members(&node).await;
+                update_peer_phase(&node).await;
+            }
+            IntakeEvent::Reorged { from_block } => {
+                warn!(target: CHAIN, from_block, "re-reading state after a reorg");
+                refresh_members(&node).await;
+                update_peer_phase(&node).await;
+            }
+            IntakeEvent::CskCommitted { commitment, .. } => {
+                node.cluster.set_csk_commitment(Some(commitment)).await
+            }
+            IntakeEvent::Message {
+                sender_id,
+                recipient_id,
+                envelope_id,
+                ciphertext,
+                provenance,
+            } => {
+                deliver(
+                    &node,
+                    sender_id,
+                    recipient_id,
+                    envelope_id,
+                    &ciphertext,
+                    provenance,
+                )
+                .await;
+            }
+        }
+    }
+}
+
+async fn deliver(
+    node: &Node,
+    sender_id: u64,
+    recipient_id: u64,
+    envelope_id: B256,
+    ciphertext: &Bytes,
+    provenance: crate::intake::Provenance,
+) {
+    if Some(recipient_id) != node.cluster.self_id().await {
+        return;
+    }
+    let sender = match node.cluster.member(sender_id).await {
+        Some(sender) => sender,
+        None => {
+            refresh_members(node).await;
+            match node.cluster.member(sender_id).await {
+                Some(sender) => sender,
+                None => {
+                    node.metrics.dropped("unknown_sender");
+                    warn!(target: PEERS, sender_id, %envelope_id, "message from an unknown member dropped");
+                    return;
+                }
+            }
+        }
+    };
+    let context = Context {
+        chain_id: node.chain.chain_id(),
+        cluster: node.cluster_address.into_array(),
+        sender_id,
+        recipient_id,
+        envelope_id: envelope_id.0,
+    };
+    match messages::open(&node.identity.x25519, &sender.ed25519, &context, ciphertext) {
+        Ok((Kind::App, payload)) => {
+            let message = InboundMessage {
+                sender_id,
+                payload,
+                envelope_id,
+                block_number: provenance.block_number,
+                tx_hash: provenance.tx_hash,
+                log_index: provenance.log_index,
+            };
+            if node.inbox.push(message).await {
+                node.metrics.messages_received.inc();
+                info!(target: PEERS, sender_id, %envelope_id, block = provenance.block_number, "message delivered");
+            }
+        }
+        Ok((Kind::Endpoint, _)) => {
+            debug!(target: PEERS, sender_id, "endpoint envelope received (consumed by the mesh)");
+        }
+        Err(e) => {
+            node.metrics.dropped("rejected");
+            error!(target: PEERS, sender_id, %envelope_id, error = %e, tx = %provenance.tx_hash, "inbound message dropped");
+        }
+    }
+}
+
+/// Seals and sends an app message; returns the envelope id and the operation's receipt.
+pub async fn send_message(
+    node: &Node,
+    recipient_id: u64,
+    payload: &[u8],
+) -> Result<(B256, attestmesh_types::UserOperationReceipt), SendError> {
+    let self_id = node
+        .cluster
+        .self_id()
+        .await
+        .ok_or(SendError::NotRegistered)?;
+    let recipient = node
+        .cluster
+        .member(recipient_id)
+        .await
+        .ok_or(SendError::UnknownRecipient(recipient_id))?;
+    if !recipient.active {
+        return Err(SendError::RecipientRevoked(recipient_id));
+    }
+    let envelope_id = B256::from(messages::new_envelope_id());
+    let context = Context {
+        chain_id: node.chain.chain_id(),
+        cluster: node.cluster_address.into_array(),
+        sender_id: self_id,
+        recipient_id,
+        envelope_id: envelope_id.0,
+    };
+    let ciphertext = messages::seal(
+        &node.identity.ed25519,
+        &recipient.x25519,
+        &context,
+        Kind::App,
+        payload,
+    )?;
+    let inner = Cluster::sendCall {
+        recipientMemberId: recipient_id,
+        envelopeId: envelope_id,
+        ciphertext: ciphertext.into(),
+    }
+    .abi_encode();
+    let call = MemberAccount::executeCall { data: inner.into() }.abi_encode();
+    let receipt = node.sender.send(call.into(), None).await.inspect_err(|_| {
+        node.metrics.user_operations_failed.inc();
+    })?;
+    node.metrics.messages_sent.inc();
+    Ok((envelope_id, receipt))
+}
+
+/// Why a message could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("this node is not registered yet")]
+    NotRegistered,
+    #[error("no member has id {0}")]
+    UnknownRecipient(u64),
+    #[error("member {0} is revoked")]
+    RecipientRevoked(u64),
+    #[error(transparent)]
+    Message(#[from] messages::MessageError),
+    #[error(transparent)]
+    UserOp(#[from] attestmesh_chain::UserOpError),
+}
+
+/// How long the API waits for a send before giving up (the op may still land).
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(120);

@@ -1,0 +1,401 @@
+//! The agent end to end on the devnet.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use alloy::primitives::aliases::U192;
+use attestmesh_bindings::ENTRY_POINT_V07;
+use attestmesh_devnet::fault_proxy::{FaultMode, FaultProxy};
+use attestmesh_devnet::stack::StackConfig;
+use attestmesh_proto::agent::v1 as pb;
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+use crate::harness::*;
+
+fn past_registration(status: &pb::MeshStatus) -> bool {
+    matches!(status.phase.as_str(), "waiting-peers" | "wg-configuring")
+}
+
+/// Two agents register through the sponsored path, see each other, and a message goes from one
+/// app to the other through the gRPC API, decrypted and sender-authenticated.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_agents_register_see_each_other_and_exchange_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stack, a, b) = two_agents(dir.path(), StackConfig::new(dir.path().join("devnet"))).await;
+
+    let peers = a
+        .client()
+        .await
+        .list_peers(pb::ListPeersRequest {
+            include_revoked: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .peers;
+    assert_eq!(peers.len(), 2, "both members listed: {peers:?}");
+    let (id_a, id_b) = (member_id(&a).await, member_id(&b).await);
+    assert_ne!(id_a, id_b);
+    assert!(peers.iter().any(|p| p.member_id == id_a && p.is_self));
+    assert!(
+        peers.iter().all(|p| p.mesh_ip.starts_with("10.88.")),
+        "{peers:?}"
+    );
+
+    let sent = send(&a, id_b, b"hello from a").await;
+    assert_eq!(sent.envelope_id.len(), 32);
+    let message = first_message(&b, "").await;
+    assert_eq!(message.payload, b"hello from a");
+    assert_eq!(
+        message.sender_member_id, id_a,
+        "the sender is authenticated as member {id_a}"
+    );
+    assert_eq!(message.envelope_id, sent.envelope_id);
+
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A restarted agent derives the same keys, skips registration (no new operation) and rebuilds
+/// its state from the chain, including the messages it was sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn restarted_agent_keeps_its_identity_and_skips_registration() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stack, a, b) = two_agents(dir.path(), StackConfig::new(dir.path().join("devnet"))).await;
+    let before = b
+        .client()
+        .await
+        .get_self(pb::GetSelfRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let id_b = before.member_id;
+    a.client()
+        .await
+        .send_message(pb::SendMessageRequest {
+            recipient_member_id: id_b,
+            payload: b"kept".to_vec(),
+        })
+        .await
+        .unwrap();
+
+    let nonce = |account: alloy::primitives::Address| {
+        let client = stack.chain.operator_client().clone();
+        async move {
+            client
+                .entry_point_nonce(ENTRY_POINT_V07, account, U192::ZERO)
+                .await
+                .unwrap()
+        }
+    };
+    let account_b = stack.nodes[1].account;
+    let nonce_before = nonce(account_b).await;
+    b.stop().await;
+
+    let b = start_agent("node-2", agent_config(&stack, 1, dir.path(), None));
+    wait_status(&b, "a peer after restart", |s| s.phase == "wg-configuring").await;
+    let after = b
+        .client()
+        .await
+        .get_self(pb::GetSelfRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        after, before,
+        "same member, keys and mesh IP after a restart"
+    );
+    assert_eq!(
+        nonce(account_b).await,
+        nonce_before,
+        "registration was skipped: no operation sent"
+    );
+
+    let mut stream = b
+        .client()
+        .await
+        .subscribe_messages(pb::SubscribeMessagesRequest {
+            cursor: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let message = tokio::time::timeout(DEADLINE, stream.next())
+        .await
+        .expect("rebuilt from the chain")
+        .unwrap()
+        .unwrap();
+    assert_eq!(message.payload, b"kept");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// The chain RPC fails for a while: the agent logs it, stays up, and recovers (it then sees a
+/// member that joined during the outage).
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_survives_a_chain_rpc_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stack = stack(dir.path()).await;
+    stack.add_node("node-1").await.unwrap();
+    stack.add_node("node-2").await.unwrap();
+    let proxy = FaultProxy::start(stack.chain.rpc_url().clone())
+        .await
+        .unwrap();
+    let a = start_agent(
+        "node-1",
+        agent_config(&stack, 0, dir.path(), Some(proxy.url())),
+    );
+    wait_status(&a, "registered and alone", |s| s.phase == "waiting-peers").await;
+
+    proxy.set_mode(FaultMode::RpcError);
+    let b = start_agent("node-2", agent_config(&stack, 1, dir.path(), None));
+    wait_status(&b, "a peer", |s| s.phase == "wg-configuring").await;
+    // While the RPC fails, the agent keeps answering its app.
+    let faults_before = proxy.faults_injected();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        proxy.faults_injected() > faults_before,
+        "the agent kept polling through the outage"
+    );
+    let status = a
+        .client()
+        .await
+        .get_mesh_status(pb::GetMeshStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status.phase, "waiting-peers",
+        "state kept during the outage"
+    );
+
+    proxy.set_mode(FaultMode::Pass);
+    wait_status(&a, "the member that joined during the outage", |s| {
+        s.phase == "wg-configuring"
+    })
+    .await;
+    let metrics = reqwest::get(format!("http://{}/metrics", a.health))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("attestmesh_agent_chain_poll_errors_total"),
+        "{metrics}"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A resumed SubscribeMessages after a client restart misses nothing and repeats nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn resumed_subscription_misses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stack, a, b) = two_agents(dir.path(), StackConfig::new(dir.path().join("devnet"))).await;
+    let id_b = member_id(&b).await;
+    send(&a, id_b, b"m1").await;
+    send(&a, id_b, b"m2").await;
+
+    let mut stream = b
+        .client()
+        .await
+        .subscribe_messages(pb::SubscribeMessagesRequest {
+            cursor: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(DEADLINE, stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.payload, b"m1");
+    drop(stream); // the app restarts, remembering first.cursor
+
+    send(&a, id_b, b"m3").await;
+    let mut resumed = b
+        .client()
+        .await
+        .subscribe_messages(pb::SubscribeMessagesRequest {
+            cursor: first.cursor.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let message = tokio::time::timeout(DEADLINE, resumed.next())
+            .await
+            .expect("resumed messages arrive")
+            .unwrap()
+            .unwrap();
+        seen.push(String::from_utf8(message.payload).unwrap());
+    }
+    assert_eq!(seen, ["m2", "m3"], "nothing missed, nothing repeated");
+    let unique: BTreeSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len());
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Requests that cannot be served get clear gRPC errors; the CSK is refused before the gates.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stack = stack(dir.path()).await;
+    stack.add_node("node-1").await.unwrap();
+    let a = start_agent("node-1", agent_config(&stack, 0, dir.path(), None));
+    wait_status(&a, "registered", past_registration).await;
+    let mut client = a.client().await;
+
+    let error = client
+        .get_cluster_shared_key(pb::GetClusterSharedKeyRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition, "{error:?}");
+    assert!(
+        error.message().contains("health gates"),
+        "{}",
+        error.message()
+    );
+
+    let error = client
+        .send_message(pb::SendMessageRequest {
+            recipient_member_id: 99,
+            payload: b"x".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::NotFound, "{error:?}");
+    let error = client
+        .send_message(pb::SendMessageRequest {
+            recipient_member_id: 0,
+            payload: b"x".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    let error = client
+        .send_message(pb::SendMessageRequest {
+            recipient_member_id: 1,
+            payload: vec![0; attestmesh_agent::messages::MAX_PAYLOAD + 1],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(error.message().contains("limit"), "{}", error.message());
+    let error = client
+        .send_message(pb::SendMessageRequest {
+            recipient_member_id: 1,
+            payload: Vec::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    let error = client
+        .subscribe_messages(pb::SubscribeMessagesRequest {
+            cursor: "not-a-cursor".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+
+    // /healthz: 503 with the seed's exact body and the waiting-for header.
+    let response = reqwest::get(format!("http://{}/healthz", a.health))
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    assert!(
+        response
+            .headers()
+            .contains_key(attestmesh_agent::api::WAITING_FOR_HEADER)
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["phase"], "waiting-peers");
+    assert_eq!(body.as_object().unwrap().len(), 4);
+    a.stop().await;
+}
+
+/// The same sponsored registration and message, bundled by the real `@pimlico/alto` instead of
+/// the project's bundler (the gas manager estimates through alto too).
+#[tokio::test(flavor = "multi_thread")]
+async fn registration_and_message_through_the_alto_bundler() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StackConfig::new(dir.path().join("devnet"));
+    config.alto_port = Some(free_port());
+    let (stack, a, b) = two_agents(dir.path(), config).await;
+    assert_ne!(
+        stack.bundler_url(),
+        stack.bundler.url(),
+        "nodes bundle through alto"
+    );
+    send(&a, member_id(&b).await, b"via alto").await;
+    assert_eq!(first_message(&b, "").await.payload, b"via alto");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A node whose account the operator has not allowlisted yet waits in `registering`, says why
+/// (the sponsorship policy's reason), and registers once the entry lands.
+#[tokio::test(flavor = "multi_thread")]
+async fn registration_waits_for_the_operators_allowlist() {
+    use alloy::sol_types::SolCall;
+    use attestmesh_bindings::cluster::Cluster;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut stack = stack(dir.path()).await;
+    stack.add_node("node-1").await.unwrap();
+    let account = stack.nodes[0].account;
+    let operator = stack.chain.operator_client().clone();
+    let disallow = Cluster::setAppIdAllowedCall {
+        appId: account,
+        allowed: false,
+    }
+    .abi_encode();
+    operator
+        .send_transaction("Cluster.setAppIdAllowed", stack.cluster, disallow.into())
+        .await
+        .unwrap();
+
+    let a = start_agent("node-1", agent_config(&stack, 0, dir.path(), None));
+    let waiting = wait_status(&a, "waiting on the allowlist", |s| {
+        s.phase == "registering" && s.waiting_for.contains("not an allowlisted member account")
+    })
+    .await;
+    assert!(
+        waiting.waiting_for.starts_with("operator:"),
+        "{}",
+        waiting.waiting_for
+    );
+    let response = reqwest::get(format!("http://{}/healthz", a.health))
+        .await
+        .unwrap();
+    let header = response
+        .headers()
+        .get(attestmesh_agent::api::WAITING_FOR_HEADER)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(header.contains("allowlisted"), "{header}");
+
+    let allow = Cluster::setAppIdAllowedCall {
+        appId: account,
+        allowed: true,
+    }
+    .abi_encode();
+    operator
+        .send_transaction("Cluster.setAppIdAllowed", stack.cluster, allow.into())
+        .await
+        .unwrap();
+    wait_status(
+        &a,
+        "registered after the allowlist landed",
+        past_registration,
+    )
+    .await;
+    a.stop().await;
+}

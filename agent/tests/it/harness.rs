@@ -1,0 +1,188 @@
+//! Starting agents against a devnet stack, and waiting on them without wall-clock assertions
+//! (deadlines only bound a hung test).
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use attestmesh_agent::config::{AgentArgs, AgentConfig};
+use attestmesh_agent::shutdown::Shutdown;
+use attestmesh_devnet::stack::{Stack, StackConfig};
+use attestmesh_proto::agent::v1 as pb;
+use attestmesh_proto::agent::v1::agent_client::AgentClient;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use url::Url;
+
+/// Long enough for any honest wait on this machine; a test that needs more is hung.
+pub const DEADLINE: Duration = Duration::from_secs(180);
+
+pub async fn stack(dir: &Path) -> Stack {
+    Stack::start(StackConfig::new(dir.join("devnet")))
+        .await
+        .expect("devnet starts")
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running in-process agent.
+pub struct RunningAgent {
+    pub name: String,
+    pub socket: PathBuf,
+    pub health: SocketAddr,
+    pub shutdown: Shutdown,
+    pub task: JoinHandle<eyre::Result<()>>,
+}
+
+impl RunningAgent {
+    pub async fn client(&self) -> AgentClient<Channel> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Ok(client) = attestmesh_agent::status::connect(&self.socket).await {
+                return client;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: API socket never came up",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
+    }
+}
+
+pub fn agent_config(
+    stack: &Stack,
+    node: usize,
+    dir: &Path,
+    chain_rpc: Option<&Url>,
+) -> AgentConfig {
+    let n = &stack.nodes[node];
+    AgentArgs {
+        dstack_socket: Some(n.dstack_socket.clone()),
+        chain_rpc_url: Some(chain_rpc.unwrap_or(stack.chain.rpc_url()).clone()),
+        chain_id: Some(stack.config.chain.chain_id),
+        bundler_url: Some(stack.bundler_url().clone()),
+        gas_manager_url: Some(stack.gas_manager.url().clone()),
+        policy_id: Some(stack.config.policy_id.clone()),
+        health_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()))),
+        api_socket: Some(dir.join(format!("{}.agent.sock", n.name))),
+        poll_interval_secs: Some(1),
+        ..Default::default()
+    }
+    .resolve()
+    .unwrap()
+}
+
+pub fn start_agent(name: &str, config: AgentConfig) -> RunningAgent {
+    let shutdown = Shutdown::new();
+    let socket = config.api_socket.clone();
+    let health = config.health_listen;
+    let task = tokio::spawn(attestmesh_agent::node::run(config, shutdown.clone()));
+    RunningAgent {
+        name: name.to_string(),
+        socket,
+        health,
+        shutdown,
+        task,
+    }
+}
+
+/// Polls GetMeshStatus until `done` holds.
+pub async fn wait_status(
+    agent: &RunningAgent,
+    what: &str,
+    done: impl Fn(&pb::MeshStatus) -> bool,
+) -> pb::MeshStatus {
+    let mut client = agent.client().await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Ok(status) = client.get_mesh_status(pb::GetMeshStatusRequest {}).await {
+            let status = status.into_inner();
+            if done(&status) {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: never reached {what}; last status {status:?}",
+                agent.name
+            );
+        }
+        assert!(
+            !agent.task.is_finished(),
+            "{}: the agent stopped",
+            agent.name
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+pub async fn member_id(agent: &RunningAgent) -> u64 {
+    agent
+        .client()
+        .await
+        .get_self(pb::GetSelfRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .member_id
+}
+
+/// A devnet with two nodes whose agents have registered and see each other.
+pub async fn two_agents(
+    dir: &Path,
+    stack_config: StackConfig,
+) -> (Stack, RunningAgent, RunningAgent) {
+    let mut stack = Stack::start(stack_config).await.expect("devnet starts");
+    stack.add_node("node-1").await.unwrap();
+    stack.add_node("node-2").await.unwrap();
+    let a = start_agent("node-1", agent_config(&stack, 0, dir, None));
+    let b = start_agent("node-2", agent_config(&stack, 1, dir, None));
+    wait_status(&a, "a peer on chain", |s| s.phase == "wg-configuring").await;
+    wait_status(&b, "a peer on chain", |s| s.phase == "wg-configuring").await;
+    (stack, a, b)
+}
+
+/// Sends `payload` from `from` to member `to` through the gRPC API.
+pub async fn send(from: &RunningAgent, to: u64, payload: &[u8]) -> pb::SendMessageResponse {
+    from.client()
+        .await
+        .send_message(pb::SendMessageRequest {
+            recipient_member_id: to,
+            payload: payload.to_vec(),
+        })
+        .await
+        .expect("SendMessage succeeds")
+        .into_inner()
+}
+
+/// The next message on `agent`'s inbox stream from `cursor`.
+pub async fn first_message(agent: &RunningAgent, cursor: &str) -> pb::InboundMessage {
+    use tokio_stream::StreamExt;
+    let mut stream = agent
+        .client()
+        .await
+        .subscribe_messages(pb::SubscribeMessagesRequest {
+            cursor: cursor.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::timeout(DEADLINE, stream.next())
+        .await
+        .expect("a message arrives")
+        .unwrap()
+        .unwrap()
+}

@@ -1,0 +1,54 @@
+//! The registration proof, built from a dstack `/GetKey` reply: the derived key signs the
+//! cluster's binding digest; the reply's signature chain links that key to the app key and the
+//! KMS root.
+
+use alloy::primitives::{Address, B256, Bytes};
+use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
+use attestmesh_bindings::cluster::Cluster::DstackProof;
+use attestmesh_dstack::GetKeyResponse;
+
+/// Why a proof could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ProofError {
+    #[error("the /GetKey reply's signature chain does not recover: {0}")]
+    Chain(#[source] attestmesh_dstack::DstackError),
+    #[error("the /GetKey key is not a valid secp256k1 key: {0}")]
+    Key(String),
+    #[error("signing the registration digest failed: {0}")]
+    Signing(String),
+}
+
+/// The node's owner key: the `/GetKey` key itself (a secp256k1 scalar).
+pub fn owner_signer(reply: &GetKeyResponse) -> Result<PrivateKeySigner, ProofError> {
+    PrivateKeySigner::from_bytes(&B256::from(*reply.key.as_bytes()))
+        .map_err(|e| ProofError::Key(e.to_string()))
+}
+
+/// A `DstackProof` for `message_hash` (for registration: `Cluster.registrationDigest`).
+/// The chain's signatures are passed as dstack returns them (v in {0,1}); the contract
+/// normalizes them (field note 3).
+pub fn dstack_proof(
+    app_id: Address,
+    purpose: &str,
+    reply: &GetKeyResponse,
+    message_hash: B256,
+) -> Result<DstackProof, ProofError> {
+    let recovered = reply
+        .recover_chain(app_id.as_ref(), purpose)
+        .map_err(ProofError::Chain)?;
+    let signer = owner_signer(reply)?;
+    let message_signature = signer
+        .sign_message_sync(message_hash.as_slice())
+        .map_err(|e| ProofError::Signing(e.to_string()))?;
+    Ok(DstackProof {
+        appId: app_id,
+        messageHash: message_hash,
+        messageSignature: Bytes::from(message_signature.as_bytes().to_vec()),
+        appSignature: Bytes::from(reply.signature_chain.app.to_bytes().to_vec()),
+        kmsSignature: Bytes::from(reply.signature_chain.kms.to_bytes().to_vec()),
+        derivedPublicKey: Bytes::from(recovered.derived.compressed().to_vec()),
+        appPublicKey: Bytes::from(recovered.app.compressed().to_vec()),
+        purpose: purpose.to_string(),
+    })
+}

@@ -1,0 +1,213 @@
+//! A JSON-RPC fault injector: an HTTP proxy in front of a chain RPC (or any JSON-RPC service)
+//! whose behaviour tests switch at run time — pass through, answer JSON-RPC errors, answer HTTP
+//! 503, or fail only chosen methods. Loopback only.
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+use url::Url;
+
+/// What the proxy does with each request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultMode {
+    /// Forward everything.
+    Pass,
+    /// Answer every request with a JSON-RPC error (code -32000).
+    RpcError,
+    /// Answer every request with HTTP 503.
+    Unavailable,
+    /// Answer a JSON-RPC error for these methods only; forward the rest.
+    FailMethods(BTreeSet<String>),
+}
+
+/// Failures of the proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum FaultProxyError {
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+#[derive(Clone)]
+struct ProxyState {
+    upstream: Url,
+    mode: Arc<Mutex<FaultMode>>,
+    http: reqwest::Client,
+    faults: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// A running proxy; dropping it stops it.
+#[derive(Debug)]
+pub struct FaultProxy {
+    url: Url,
+    mode: Arc<Mutex<FaultMode>>,
+    faults: Arc<std::sync::atomic::AtomicU64>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl FaultProxy {
+    /// Proxies `upstream` on a free loopback port, starting in [`FaultMode::Pass`].
+    pub async fn start(upstream: Url) -> Result<Self, FaultProxyError> {
+        let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let listener =
+            TcpListener::bind(listen)
+                .await
+                .map_err(|source| FaultProxyError::Listen {
+                    address: listen.to_string(),
+                    source,
+                })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| FaultProxyError::Listen {
+                address: listen.to_string(),
+                source,
+            })?;
+        let mode = Arc::new(Mutex::new(FaultMode::Pass));
+        let faults = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| FaultProxyError::Client(e.to_string()))?;
+        let state = ProxyState {
+            upstream,
+            mode: mode.clone(),
+            http,
+            faults: faults.clone(),
+        };
+        let app = axum::Router::new()
+            .fallback(axum::routing::post(handle))
+            .with_state(state);
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let result = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(error) = result {
+                warn!(target: "attestmesh::devnet", %error, "fault proxy stopped");
+            }
+        });
+        let url = format!("http://{local}")
+            .parse()
+            .map_err(|e| FaultProxyError::Client(format!("proxy URL: {e}")))?;
+        Ok(Self {
+            url,
+            mode,
+            faults,
+            stop: Some(stop),
+        })
+    }
+
+    /// Where clients connect instead of the upstream.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// Switches the behaviour for the following requests.
+    pub fn set_mode(&self, mode: FaultMode) {
+        if let Ok(mut current) = self.mode.lock() {
+            *current = mode;
+        }
+    }
+
+    /// How many requests were answered with a fault so far.
+    pub fn faults_injected(&self) -> u64 {
+        self.faults.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn rpc_error(body: &[u8]) -> Response {
+    let id = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("id").cloned())
+        .unwrap_or(serde_json::Value::Null);
+    let reply = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {"code": -32000, "message": "injected fault: upstream unavailable"}
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        reply.to_string(),
+    )
+        .into_response()
+}
+
+async fn handle(State(state): State<ProxyState>, body: Bytes) -> Response {
+    let mode = match state.mode.lock() {
+        Ok(mode) => mode.clone(),
+        Err(_) => FaultMode::Pass,
+    };
+    let method = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("method").and_then(|m| m.as_str()).map(str::to_owned));
+    let inject = match &mode {
+        FaultMode::Pass => None,
+        FaultMode::RpcError => Some(true),
+        FaultMode::Unavailable => Some(false),
+        FaultMode::FailMethods(methods) => method
+            .as_ref()
+            .filter(|m| methods.contains(*m))
+            .map(|_| true),
+    };
+    if let Some(as_rpc_error) = inject {
+        state
+            .faults
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        debug!(target: "attestmesh::devnet", method = method.as_deref().unwrap_or("?"), "fault injected");
+        return if as_rpc_error {
+            rpc_error(&body)
+        } else {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "injected fault: service unavailable",
+            )
+                .into_response()
+        };
+    }
+    let forwarded = state
+        .http
+        .post(state.upstream.clone())
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await;
+    match forwarded {
+        Ok(reply) => {
+            let status =
+                StatusCode::from_u16(reply.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            match reply.bytes().await {
+                Ok(bytes) => {
+                    (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+                }
+                Err(e) => (StatusCode::BAD_GATEWAY, format!("upstream body: {e}")).into_response(),
+            }
+        }
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            format!("upstream unreachable: {e}"),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,189 @@
+//! The `attestmesh-webhook` command line: flags and environment → [`WebhookConfig`], logging,
+//! and running until SIGINT or SIGTERM.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use eyre::WrapErr;
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
+use url::Url;
+
+use crate::config::{
+    DEFAULT_CHAIN_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_RATE_LIMIT_PER_MINUTE,
+    PolicyRoute, WebhookConfig, WebhookSecret,
+};
+use crate::{LOG_TARGET, Webhook};
+
+/// AttestMesh paymaster webhook: approves a gas manager's sponsorship request only when the
+/// cluster's on-chain sponsorship policy (`checkSponsorship`) allows the operation.
+#[derive(Debug, Parser)]
+#[command(name = "attestmesh-webhook", version, about)]
+pub struct Cli {
+    /// `<policyId>=<clusterAddress>`: the gas manager's policy id and the cluster diamond whose
+    /// sponsorship policy decides for it. Repeatable; in the environment, comma-separated.
+    #[arg(
+        long = "policy",
+        env = "ATTESTMESH_WEBHOOK_POLICIES",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub policies: Vec<PolicyRoute>,
+
+    /// The chain's JSON-RPC URL (the path and query, where hosted RPCs keep API keys, are
+    /// never logged).
+    #[arg(
+        long = "rpc-url",
+        env = "ATTESTMESH_WEBHOOK_RPC_URL",
+        hide_env_values = true
+    )]
+    pub rpc_url: Url,
+
+    /// The chain id the RPC must serve; requests for another chain id are denied.
+    #[arg(long = "chain-id", env = "ATTESTMESH_WEBHOOK_CHAIN_ID")]
+    pub chain_id: u64,
+
+    /// The shared secret the gas manager sends as `Authorization: Bearer <secret>` (at least 16
+    /// characters). Prefer the environment or --secret-file: arguments are visible in `ps`.
+    #[arg(
+        long = "secret",
+        env = "ATTESTMESH_WEBHOOK_SECRET",
+        hide_env_values = true,
+        required_unless_present = "secret_file",
+        conflicts_with = "secret_file"
+    )]
+    pub secret: Option<String>,
+
+    /// A file holding the shared secret (a trailing newline is ignored).
+    #[arg(long = "secret-file", env = "ATTESTMESH_WEBHOOK_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+
+    /// Address to listen on. Loopback by default: put the operator's TLS proxy in front.
+    #[arg(long = "listen", env = "ATTESTMESH_WEBHOOK_LISTEN", default_value_t = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// Operations per minute one sender may have checked (token bucket, bursts up to this).
+    #[arg(
+        long = "rate-limit",
+        env = "ATTESTMESH_WEBHOOK_RATE_LIMIT",
+        default_value_t = DEFAULT_RATE_LIMIT_PER_MINUTE,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub rate_limit_per_minute: u32,
+
+    /// Largest accepted request body in bytes (larger bodies get 413).
+    #[arg(
+        long = "max-body-bytes",
+        env = "ATTESTMESH_WEBHOOK_MAX_BODY_BYTES",
+        default_value_t = DEFAULT_MAX_BODY_BYTES
+    )]
+    pub max_body_bytes: usize,
+
+    /// Milliseconds one sponsorship check may take before the webhook denies (fails closed).
+    #[arg(
+        long = "chain-timeout-ms",
+        env = "ATTESTMESH_WEBHOOK_CHAIN_TIMEOUT_MS",
+        default_value_t = DEFAULT_CHAIN_TIMEOUT.as_millis() as u64,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub chain_timeout_ms: u64,
+
+    /// Log format on stderr: `human` (colour only on a terminal) or `json` (one object a line).
+    #[arg(
+        long = "log-format",
+        env = "ATTESTMESH_WEBHOOK_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Human
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Text for people.
+    Human,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl Cli {
+    /// The service configuration these arguments describe (reads the secret file).
+    pub fn config(&self) -> crate::Result<WebhookConfig> {
+        let secret = match (&self.secret, &self.secret_file) {
+            (Some(secret), _) => WebhookSecret::new(secret.as_str())?,
+            (None, Some(path)) => WebhookSecret::from_file(path)?,
+            // clap requires one of the two; this is the message if that ever changes.
+            (None, None) => {
+                return Err(crate::WebhookError::Config(
+                    "no secret: set --secret, ATTESTMESH_WEBHOOK_SECRET or --secret-file".into(),
+                ));
+            }
+        };
+        let mut config = WebhookConfig::new(self.rpc_url.clone(), self.chain_id, secret);
+        config.listen = self.listen;
+        config.policies.clone_from(&self.policies);
+        config.rate_limit_per_minute = self.rate_limit_per_minute;
+        config.max_body_bytes = self.max_body_bytes;
+        config.chain_timeout = Duration::from_millis(self.chain_timeout_ms);
+        Ok(config)
+    }
+}
+
+/// Runs the webhook described by `cli` until SIGINT or SIGTERM.
+pub async fn run(cli: Cli) -> eyre::Result<()> {
+    init_logging(cli.log_format)?;
+    let config = cli.config()?;
+    // Installed before start-up so that a signal during the chain checks is not lost.
+    let shutdown = shutdown_signal()?;
+    let handle = Webhook::spawn(config)
+        .await
+        .wrap_err("the paymaster webhook refused to start")?;
+    handle
+        .run_until(shutdown)
+        .await
+        .wrap_err("the paymaster webhook failed")?;
+    info!(target: LOG_TARGET, "paymaster webhook exited");
+    Ok(())
+}
+
+/// Logs go to stderr, `RUST_LOG` filters (default info). Colour only on a terminal: escape
+/// codes in captured logs break scraping (field note 9).
+fn init_logging(format: LogFormat) -> eyre::Result<()> {
+    let filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .from_env()
+        .wrap_err("RUST_LOG is not a valid tracing filter")?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Human => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_ansi(false)
+            .with_current_span(true)
+            .try_init(),
+    };
+    installed.map_err(|err| eyre::eyre!("cannot install the log subscriber: {err}"))
+}
+
+/// Completes on SIGINT or SIGTERM. Both handlers are installed before this returns, so a
+/// signal that cannot be watched is an error now rather than a hang later.
+fn shutdown_signal() -> eyre::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).wrap_err("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).wrap_err("cannot watch SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => warn!(target: LOG_TARGET, "SIGTERM received, shutting down"),
+            _ = interrupt.recv() => warn!(target: LOG_TARGET, "SIGINT received, shutting down"),
+        }
+    })
+}
