@@ -100,30 +100,37 @@ impl ClusterState {
         self.inner.read().await.self_id
     }
 
-    /// Replaces the member set with the chain's, emitting joins and revocations.
+    /// Replaces the member set with the chain's, emitting joins and revocations. A member that
+    /// vanished (a reorg undid its registration) is removed and reported as revoked.
     pub async fn apply_members(&self, members: &[Member]) {
         let mut view = self.inner.write().await;
+        let mut next = BTreeMap::new();
         for member in members.iter().map(MemberInfo::from) {
             let previous = view.members.get(&member.id).map(|m| m.active);
-            let event = match (previous, member.active) {
-                (None, true) => Some(PeerEventKind::Joined),
-                (Some(true), false) | (None, false) => Some(PeerEventKind::Revoked),
-                _ => None,
-            };
-            if let Some(kind) = event {
-                // A revoked member we never saw active is recorded silently.
-                if !(previous.is_none() && kind == PeerEventKind::Revoked) {
-                    info!(target: PEERS, member = member.id, mesh_ip = %member.mesh_ip, event = ?kind, "member");
-                    let _ = self.events.send(PeerEvent {
-                        kind,
-                        member_id: member.id,
-                        mesh_ip: member.mesh_ip,
-                        at_unix_ms: now_ms(),
-                    });
-                }
+            match (previous, member.active) {
+                (None, true) => self.emit(PeerEventKind::Joined, &member),
+                (Some(true), false) => self.emit(PeerEventKind::Revoked, &member),
+                _ => {}
             }
-            view.members.insert(member.id, member);
+            next.insert(member.id, member);
         }
+        for (id, gone) in &view.members {
+            if !next.contains_key(id) && gone.active {
+                info!(target: PEERS, member = id, "member vanished from the chain (reorg)");
+                self.emit(PeerEventKind::Revoked, gone);
+            }
+        }
+        view.members = next;
+    }
+
+    fn emit(&self, kind: PeerEventKind, member: &MemberInfo) {
+        info!(target: PEERS, member = member.id, mesh_ip = %member.mesh_ip, event = ?kind, "member");
+        let _ = self.events.send(PeerEvent {
+            kind,
+            member_id: member.id,
+            mesh_ip: member.mesh_ip,
+            at_unix_ms: now_ms(),
+        });
     }
 
     /// Emits a liveness transition (the mesh reports these).

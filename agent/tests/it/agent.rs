@@ -399,3 +399,195 @@ async fn registration_waits_for_the_operators_allowlist() {
     .await;
     a.stop().await;
 }
+
+/// A sender built from node `index`'s TEE identity (what its agent uses), for crafting
+/// operations an honest agent would never send.
+async fn node_sender(
+    stack: &attestmesh_devnet::stack::Stack,
+    index: usize,
+) -> attestmesh_chain::SponsoredSender {
+    let dstack = attestmesh_dstack::DstackClient::new(attestmesh_dstack::Endpoint::Unix(
+        stack.nodes[index].dstack_socket.clone(),
+    ));
+    let identity = attestmesh_agent::identity::Identity::derive(&dstack)
+        .await
+        .unwrap();
+    let chain = attestmesh_chain::ChainClient::connect(stack.chain.rpc_url(), None)
+        .await
+        .unwrap();
+    attestmesh_chain::SponsoredSender::new(
+        chain,
+        stack.bundler_url().clone(),
+        stack.gas_manager.url().clone(),
+        stack.config.policy_id.clone(),
+        ENTRY_POINT_V07,
+        identity.owner.clone(),
+        identity.account,
+    )
+    .unwrap()
+}
+
+/// Through the real webhook: an unsponsorable operation is refused and the client shows the
+/// policy's reason; a forged message (a ciphertext that is not a valid sealed message) reaches
+/// the chain but is dropped, logged and counted, never delivered; a revoked member is reported
+/// to SubscribePeerEvents and leaves the member set.
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_operations_forged_messages_and_revocations() {
+    use alloy::sol_types::SolCall;
+    use attestmesh_bindings::cluster::Cluster;
+    use attestmesh_bindings::member_account::MemberAccount;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (stack, a, b) = two_agents(dir.path(), StackConfig::new(dir.path().join("devnet"))).await;
+    let (id_a, id_b) = (member_id(&a).await, member_id(&b).await);
+    let sender_a = node_sender(&stack, 0).await;
+
+    let revoke = Cluster::revokeMemberCall { memberId: id_b }.abi_encode();
+    let call = MemberAccount::executeCall {
+        data: revoke.into(),
+    }
+    .abi_encode();
+    let error = sender_a.send(call.into(), None).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            attestmesh_chain::UserOpError::SponsorshipRefused { .. }
+        ),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("member call is not a sponsored cluster function"),
+        "{error}"
+    );
+
+    let forged = Cluster::sendCall {
+        recipientMemberId: id_b,
+        envelopeId: alloy::primitives::B256::repeat_byte(0xf0),
+        ciphertext: vec![1u8; 200].into(),
+    }
+    .abi_encode();
+    let call = MemberAccount::executeCall {
+        data: forged.into(),
+    }
+    .abi_encode();
+    sender_a
+        .send(call.into(), None)
+        .await
+        .expect("the chain accepts any ciphertext from a member");
+    send(&a, id_b, b"genuine").await;
+    let delivered = first_message(&b, "").await;
+    assert_eq!(
+        delivered.payload, b"genuine",
+        "the forged message was not delivered before the genuine one"
+    );
+    let metrics = reqwest::get(format!("http://{}/metrics", b.health))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("attestmesh_agent_messages_dropped_total{reason=\"rejected\"} 1")
+        ),
+        "the forged message is counted: {metrics}"
+    );
+
+    let mut events = a
+        .client()
+        .await
+        .subscribe_peer_events(pb::SubscribePeerEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let operator = stack.chain.operator_client();
+    operator
+        .send_transaction(
+            "Cluster.revokeMember",
+            stack.cluster,
+            Cluster::revokeMemberCall { memberId: id_b }
+                .abi_encode()
+                .into(),
+        )
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(DEADLINE, events.next())
+        .await
+        .expect("a peer event")
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.kind, pb::peer_event::Kind::Revoked as i32);
+    assert_eq!(event.member_id, id_b);
+    wait_status(&a, "alone again", |s| s.phase == "waiting-peers").await;
+    let peers = a
+        .client()
+        .await
+        .list_peers(pb::ListPeersRequest {
+            include_revoked: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .peers;
+    assert!(
+        peers
+            .iter()
+            .any(|p| p.member_id == id_b && p.status == "revoked"),
+        "{peers:?}"
+    );
+    assert!(
+        peers
+            .iter()
+            .any(|p| p.member_id == id_a && p.status == "active")
+    );
+
+    attestmesh_agent::status::print_status(&a.socket)
+        .await
+        .expect("the status subcommand reads the socket");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A reorg that undoes a registration the agent already applied: the agent notices (the block
+/// hash it stopped at changed), re-reads the chain and drops the member that no longer exists.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reorg_that_undoes_a_registration_is_noticed() {
+    use alloy::providers::Provider;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut stack = stack(dir.path()).await;
+    stack.add_node("node-1").await.unwrap();
+    stack.add_node("node-2").await.unwrap();
+    let a = start_agent("node-1", agent_config(&stack, 0, dir.path(), None));
+    wait_status(&a, "registered and alone", |s| s.phase == "waiting-peers").await;
+
+    let provider = stack.chain.operator_client().provider().clone();
+    let snapshot: alloy::primitives::U256 = provider
+        .raw_request("evm_snapshot".into(), ())
+        .await
+        .unwrap();
+    let b = start_agent("node-2", agent_config(&stack, 1, dir.path(), None));
+    wait_status(&a, "the new peer", |s| s.phase == "wg-configuring").await;
+    b.stop().await;
+
+    let reverted: bool = provider
+        .raw_request("evm_revert".into(), (snapshot,))
+        .await
+        .unwrap();
+    assert!(reverted, "anvil reverted to the snapshot");
+    wait_status(&a, "the reorg undone", |s| s.phase == "waiting-peers").await;
+    let peers = a
+        .client()
+        .await
+        .list_peers(pb::ListPeersRequest {
+            include_revoked: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .peers;
+    assert_eq!(peers.len(), 1, "only this node remains: {peers:?}");
+    a.stop().await;
+}
