@@ -10,7 +10,10 @@
 pub mod api;
 pub mod cluster;
 pub mod config;
+pub mod csk;
+pub mod envelope;
 pub mod health;
+pub mod heartbeat;
 pub mod identity;
 pub mod inbox;
 pub mod intake;

@@ -45,6 +45,8 @@ pub enum Kind {
     App = 1,
     /// A node's endpoint envelope (gateway endpoint, heartbeat key) for the mesh.
     Endpoint = 2,
+    /// The Cluster Shared Key, handed to a member over the mesh (never on chain).
+    ClusterSharedKey = 3,
 }
 
 impl Kind {
@@ -52,6 +54,7 @@ impl Kind {
         match byte {
             1 => Some(Kind::App),
             2 => Some(Kind::Endpoint),
+            3 => Some(Kind::ClusterSharedKey),
             _ => None,
         }
     }

@@ -366,6 +366,11 @@ async fn deliver(
                 info!(target: PEERS, sender_id, %envelope_id, block = provenance.block_number, "message delivered");
             }
         }
+        Ok((Kind::ClusterSharedKey, _)) => {
+            // The CSK travels only over the mesh; one on chain is a protocol violation.
+            node.metrics.dropped("csk_on_chain");
+            error!(target: PEERS, sender_id, %envelope_id, "a CSK-kind message on chain was dropped");
+        }
         Ok((Kind::Endpoint, _)) => {
             debug!(target: PEERS, sender_id, "endpoint envelope received (consumed by the mesh)");
         }
