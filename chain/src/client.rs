@@ -13,6 +13,10 @@ use url::Url;
 use crate::error::{ChainError, Result};
 use crate::targets::CHAIN;
 
+/// How long [`ChainClient::send_transaction`] waits for a receipt.
+pub const RECEIPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+const RECEIPT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The sponsorship policy's answer for one operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SponsorshipDecision {
@@ -285,14 +289,24 @@ impl ChainClient {
                 })?;
         let tx = *pending.tx_hash();
         debug!(target: CHAIN, call, %tx, "transaction sent");
-        let receipt = pending
-            .get_receipt()
-            .await
-            .map_err(|e| ChainError::Transport {
-                call: format!("{call} receipt"),
-                endpoint: self.endpoint.clone(),
-                source: alloy::transports::TransportErrorKind::custom_str(&e.to_string()),
-            })?;
+        // Poll for the receipt ourselves, bounded: a watcher that misses an already-mined block
+        // must not hang the caller forever.
+        let deadline = tokio::time::Instant::now() + RECEIPT_TIMEOUT;
+        let receipt = loop {
+            match self.provider.get_transaction_receipt(tx).await {
+                Ok(Some(receipt)) => break receipt,
+                Ok(None) => {}
+                Err(source) => {
+                    return Err(self.transport_error("eth_getTransactionReceipt", source));
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ChainError::Config(format!(
+                    "{call}: transaction {tx} was not mined within {RECEIPT_TIMEOUT:?}; check the chain and the sender's nonce"
+                )));
+            }
+            tokio::time::sleep(RECEIPT_POLL).await;
+        };
         if !receipt.status() {
             return Err(ChainError::TransactionReverted {
                 call: call.into(),

@@ -343,7 +343,18 @@ async fn deploy_contracts(
     let relative = format!("deployments/test-devnet-{port}.json");
     let forge = foundry_binary("forge");
     let key = format!("0x{}", alloy::hex::encode(operator.to_bytes()));
-    let output = tokio::process::Command::new(&forge)
+    // forge's output goes to a file, not a pipe: waiting for the exit status cannot then be held
+    // up by a pipe some grandchild process still holds open.
+    let log_path = std::env::temp_dir().join(format!("attestmesh-deploy-{port}.log"));
+    let log = std::fs::File::create(&log_path).map_err(|source| LocalChainError::Read {
+        path: log_path.clone(),
+        source,
+    })?;
+    let log_err = log.try_clone().map_err(|source| LocalChainError::Read {
+        path: log_path.clone(),
+        source,
+    })?;
+    let mut child = tokio::process::Command::new(&forge)
         .current_dir(&root)
         .args([
             "script",
@@ -361,20 +372,34 @@ async fn deploy_contracts(
             U256::from(10u64).pow(U256::from(20u64)).to_string(),
         )
         .stdin(Stdio::null())
-        .output()
-        .await
+        .stdout(log)
+        .stderr(log_err)
+        .kill_on_drop(true)
+        .spawn()
         .map_err(|source| LocalChainError::Spawn {
             program: forge.display().to_string(),
             source,
         })?;
-    if !output.status.success() {
-        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&output.stderr));
+    // Bounded: a deploy that hangs must fail the caller, not hold it forever.
+    let status = tokio::time::timeout(std::time::Duration::from_secs(300), child.wait())
+        .await
+        .map_err(|_| LocalChainError::DeployScript {
+            status: "timeout".into(),
+            output: format!("forge script ran for 300 s; see {}", log_path.display()),
+        })?
+        .map_err(|source| LocalChainError::Spawn {
+            program: forge.display().to_string(),
+            source,
+        })?;
+    if !status.success() {
+        let output = std::fs::read_to_string(&log_path)
+            .unwrap_or_else(|e| format!("(cannot read {}: {e})", log_path.display()));
         return Err(LocalChainError::DeployScript {
-            status: output.status.to_string(),
-            output: text,
+            status: status.to_string(),
+            output,
         });
     }
+    let _ = std::fs::remove_file(&log_path);
     let path = root.join(&relative);
     let text = std::fs::read_to_string(&path).map_err(|source| LocalChainError::Read {
         path: path.clone(),
