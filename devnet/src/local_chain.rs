@@ -70,6 +70,9 @@ pub struct LocalChainConfig {
     pub genesis_block: Option<u64>,
     /// Listen port; `None` picks a free one.
     pub port: Option<u16>,
+    /// Listen address; `None` is anvil's loopback. Tests with network namespaces use 0.0.0.0 so
+    /// nodes reach the chain through their veth.
+    pub host: Option<std::net::IpAddr>,
 }
 
 impl Default for LocalChainConfig {
@@ -79,6 +82,7 @@ impl Default for LocalChainConfig {
             chain_id: 31337,
             genesis_block: None,
             port: None,
+            host: None,
         }
     }
 }
@@ -134,6 +138,9 @@ impl LocalChain {
         }
         if let Some(port) = config.port {
             anvil = anvil.port(port);
+        }
+        if let Some(host) = config.host {
+            anvil = anvil.args(["--host", &host.to_string()]);
         }
         if let Some(number) = config.genesis_block {
             anvil = anvil.args(["--number", &number.to_string()]);

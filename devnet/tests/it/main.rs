@@ -9,6 +9,7 @@ mod dstack_simulator;
 mod gas_manager;
 mod gateway;
 mod local_chain;
+mod up;
 
 use std::path::Path;
 
