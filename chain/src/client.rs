@@ -57,7 +57,7 @@ impl ChainClient {
             .with_simple_nonce_management()
             .fetch_chain_id()
             .wallet(EthereumWallet::from(signer))
-            .connect_http(rpc_url.clone())
+            .connect_client(rpc_client(rpc_url)?)
             .erased();
         Self::from_provider(provider, rpc_url, expected_chain_id).await
     }
@@ -315,6 +315,26 @@ impl ChainClient {
         }
         Ok(receipt)
     }
+}
+
+/// How long one chain RPC request may take: a hung RPC must fail the call, not hang the agent.
+pub const RPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The JSON-RPC client over HTTP with a per-request timeout.
+fn rpc_client(rpc_url: &Url) -> Result<alloy::rpc::client::RpcClient> {
+    let http = alloy::transports::http::reqwest::Client::builder()
+        .timeout(RPC_TIMEOUT)
+        .build()
+        .map_err(|e| {
+            ChainError::Config(format!(
+                "cannot build the HTTP client for {}: {e}",
+                redact(rpc_url)
+            ))
+        })?;
+    Ok(alloy::rpc::client::RpcClient::new_http_with_client(
+        http,
+        rpc_url.clone(),
+    ))
 }
 
 /// Scheme, host and port only: providers put API keys in the user info, the path
