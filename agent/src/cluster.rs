@@ -71,6 +71,8 @@ struct View {
     self_id: Option<u64>,
     members: BTreeMap<u64, MemberInfo>,
     csk_commitment: Option<B256>,
+    /// The latest endpoint envelope each member sent us.
+    endpoints: BTreeMap<u64, crate::envelope::EndpointEnvelope>,
 }
 
 impl Default for ClusterState {
@@ -168,6 +170,19 @@ impl ClusterState {
             .filter(|m| m.active && Some(m.id) != view.self_id)
             .cloned()
             .collect()
+    }
+
+    /// Records a member's endpoint envelope (the intake delivers them in chain order).
+    pub async fn set_endpoint(&self, member_id: u64, envelope: crate::envelope::EndpointEnvelope) {
+        self.inner
+            .write()
+            .await
+            .endpoints
+            .insert(member_id, envelope);
+    }
+
+    pub async fn endpoint(&self, member_id: u64) -> Option<crate::envelope::EndpointEnvelope> {
+        self.inner.read().await.endpoints.get(&member_id).cloned()
     }
 
     pub async fn set_csk_commitment(&self, commitment: Option<B256>) {

@@ -62,6 +62,34 @@ pub struct AgentArgs {
     /// `human` or `json` logs.
     #[arg(long = "log.format", env = "ATTESTMESH_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Where the dstack gateway is reached, `host:port` (peers' transports go through it).
+    #[arg(long = "gateway.connect", env = "ATTESTMESH_GATEWAY_CONNECT")]
+    pub gateway_connect: Option<String>,
+    /// The gateway domain (`<app_id>-<port>s.<domain>` routes).
+    #[arg(long = "gateway.domain", env = "ATTESTMESH_GATEWAY_DOMAIN")]
+    pub gateway_domain: Option<String>,
+    /// The WireGuard interface name.
+    #[arg(long = "mesh.interface", env = "ATTESTMESH_MESH_INTERFACE")]
+    pub mesh_interface: Option<String>,
+    /// The transport TLS listener the gateway forwards to.
+    #[arg(long = "mesh.listen", env = "ATTESTMESH_MESH_LISTEN")]
+    pub mesh_listen: Option<SocketAddr>,
+    /// Heartbeat interval in milliseconds.
+    #[arg(
+        long = "mesh.heartbeat-interval-ms",
+        env = "ATTESTMESH_MESH_HEARTBEAT_INTERVAL_MS"
+    )]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Missed heartbeats before a peer is down.
+    #[arg(
+        long = "mesh.down-after-beats",
+        env = "ATTESTMESH_MESH_DOWN_AFTER_BEATS"
+    )]
+    pub down_after_beats: Option<u32>,
+    /// Run without the mesh (no TUN, no heartbeats, no CSK): phases stop at wg-configuring.
+    /// For hosts without root or /dev/net/tun, e.g. API tests.
+    #[arg(long = "mesh.disabled", env = "ATTESTMESH_MESH_DISABLED")]
+    pub mesh_disabled: bool,
 }
 
 /// The same settings as read from a TOML file.
@@ -95,6 +123,20 @@ pub struct FileConfig {
     pub poll_max_range: Option<u64>,
     #[serde(rename = "log.format")]
     pub log_format: Option<String>,
+    #[serde(rename = "gateway.connect")]
+    pub gateway_connect: Option<String>,
+    #[serde(rename = "gateway.domain")]
+    pub gateway_domain: Option<String>,
+    #[serde(rename = "mesh.interface")]
+    pub mesh_interface: Option<String>,
+    #[serde(rename = "mesh.listen")]
+    pub mesh_listen: Option<SocketAddr>,
+    #[serde(rename = "mesh.heartbeat-interval-ms")]
+    pub heartbeat_interval_ms: Option<u64>,
+    #[serde(rename = "mesh.down-after-beats")]
+    pub down_after_beats: Option<u32>,
+    #[serde(rename = "mesh.disabled")]
+    pub mesh_disabled: Option<bool>,
 }
 
 /// Log output format.
@@ -121,6 +163,19 @@ pub struct AgentConfig {
     pub poll_confirmations: u64,
     pub poll_max_range: u64,
     pub log_format: LogFormat,
+    /// `None` when the mesh is disabled.
+    pub mesh: Option<MeshOptions>,
+}
+
+/// Mesh settings (resolved to addresses at start).
+#[derive(Debug, Clone)]
+pub struct MeshOptions {
+    pub gateway_connect: String,
+    pub gateway_domain: String,
+    pub interface: String,
+    pub listen: SocketAddr,
+    pub heartbeat_interval: Duration,
+    pub down_after_beats: u32,
 }
 
 /// A configuration that cannot be used.
@@ -185,7 +240,41 @@ impl AgentArgs {
                 message: "must be at least 1".into(),
             });
         }
+        let mesh = if self.mesh_disabled || file.mesh_disabled == Some(true) {
+            None
+        } else {
+            Some(MeshOptions {
+                gateway_connect: self
+                    .gateway_connect
+                    .or(file.gateway_connect)
+                    .ok_or(ConfigError::Missing("gateway.connect"))?,
+                gateway_domain: self
+                    .gateway_domain
+                    .or(file.gateway_domain)
+                    .ok_or(ConfigError::Missing("gateway.domain"))?,
+                interface: self
+                    .mesh_interface
+                    .or(file.mesh_interface)
+                    .unwrap_or_else(|| "attestmesh0".into()),
+                listen: match self.mesh_listen.or(file.mesh_listen) {
+                    Some(addr) => addr,
+                    None => SocketAddr::from(([0, 0, 0, 0], 51820)),
+                },
+                heartbeat_interval: Duration::from_millis(
+                    self.heartbeat_interval_ms
+                        .or(file.heartbeat_interval_ms)
+                        .unwrap_or(2_000)
+                        .max(100),
+                ),
+                down_after_beats: self
+                    .down_after_beats
+                    .or(file.down_after_beats)
+                    .unwrap_or(3)
+                    .max(1),
+            })
+        };
         Ok(AgentConfig {
+            mesh,
             dstack_socket: self.dstack_socket.or(file.dstack_socket),
             chain_rpc_url: self
                 .chain_rpc_url
@@ -240,6 +329,7 @@ mod tests {
             bundler_url: Some("http://127.0.0.1:4337".parse().unwrap()),
             gas_manager_url: Some("http://127.0.0.1:4338".parse().unwrap()),
             policy_id: Some("policy".into()),
+            mesh_disabled: true,
             ..Default::default()
         }
     }

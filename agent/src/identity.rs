@@ -7,6 +7,9 @@
 //! | Ed25519 identity (heartbeats, message signatures) | `/attestmesh/v1/identity` | `attestmesh-identity` |
 //! | X25519 (sealed messages, CSK hand-off) | `/attestmesh/v1/x25519` | `attestmesh-x25519` |
 //! | WireGuard static key | `/attestmesh/v1/wireguard` | `attestmesh-wireguard` |
+//! | heartbeat Ed25519 key (published only in endpoint envelopes) | `/attestmesh/v1/heartbeat` | `attestmesh-heartbeat` |
+//! | seed of the transport TLS certificate (stable fingerprint across restarts) | `/attestmesh/v1/tls` | `attestmesh-tls` |
+//! | the CSK (originator only; see [`crate::csk`]) | `/attestmesh/v1/csk` | `attestmesh-csk` |
 //!
 //! Only the path changes a GetKey key; the purpose only labels the signature chain.
 
@@ -25,6 +28,8 @@ pub const OWNER_PURPOSE: &str = "attestmesh-owner";
 pub const IDENTITY_PATH: &str = "/attestmesh/v1/identity";
 pub const X25519_PATH: &str = "/attestmesh/v1/x25519";
 pub const WIREGUARD_PATH: &str = "/attestmesh/v1/wireguard";
+pub const HEARTBEAT_PATH: &str = "/attestmesh/v1/heartbeat";
+pub const TLS_PATH: &str = "/attestmesh/v1/tls";
 
 /// Deriving the identity failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +51,8 @@ pub struct Identity {
     pub ed25519: ed25519_dalek::SigningKey,
     pub x25519: x25519_dalek::StaticSecret,
     pub wireguard_secret: Zeroizing<[u8; 32]>,
+    pub heartbeat: ed25519_dalek::SigningKey,
+    pub tls_seed: Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -75,6 +82,10 @@ impl Identity {
         let wireguard_seed = dstack
             .get_key(WIREGUARD_PATH, "attestmesh-wireguard")
             .await?;
+        let heartbeat_seed = dstack
+            .get_key(HEARTBEAT_PATH, "attestmesh-heartbeat")
+            .await?;
+        let tls_seed = dstack.get_key(TLS_PATH, "attestmesh-tls").await?;
         let identity = Self {
             account,
             info,
@@ -82,6 +93,8 @@ impl Identity {
             ed25519: ed25519_dalek::SigningKey::from_bytes(ed25519_seed.key.as_bytes()),
             x25519: x25519_dalek::StaticSecret::from(*x25519_seed.key.as_bytes()),
             wireguard_secret: Zeroizing::new(clamp(*wireguard_seed.key.as_bytes())),
+            heartbeat: ed25519_dalek::SigningKey::from_bytes(heartbeat_seed.key.as_bytes()),
+            tls_seed: Zeroizing::new(*tls_seed.key.as_bytes()),
             owner_reply,
         };
         info!(

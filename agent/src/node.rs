@@ -39,6 +39,8 @@ pub struct Node {
     pub metrics: Metrics,
     /// The Cluster Shared Key, in memory only (filled by the CSK subsystem).
     pub csk: Arc<RwLock<Option<Zeroizing<[u8; 32]>>>>,
+    /// Whether the mesh runs (it then drives the phases after waiting-peers).
+    pub mesh_enabled: bool,
 }
 
 /// Runs the agent until `shutdown` is cancelled.
@@ -55,20 +57,20 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> eyre::Result<()> {
     .await?;
 
     let backoff = Backoff::default();
-    let identity = Arc::new(
-        retry(
-            &health,
-            Phase::Booting,
-            &backoff,
-            &shutdown,
-            "dstack guest agent",
-            || async {
-                let dstack = DstackClient::discover(config.dstack_socket.as_deref())?;
-                Identity::derive(&dstack).await.map_err(eyre::Report::from)
-            },
-        )
-        .await?,
-    );
+    let (dstack, identity) = retry(
+        &health,
+        Phase::Booting,
+        &backoff,
+        &shutdown,
+        "dstack guest agent",
+        || async {
+            let dstack = DstackClient::discover(config.dstack_socket.as_deref())?;
+            let identity = Identity::derive(&dstack).await?;
+            Ok((dstack, identity))
+        },
+    )
+    .await?;
+    let identity = Arc::new(identity);
 
     let chain = retry(
         &health,
@@ -133,6 +135,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> eyre::Result<()> {
         inbox: Inbox::new(),
         metrics: metrics.clone(),
         csk: Arc::new(RwLock::new(None)),
+        mesh_enabled: config.mesh.is_some(),
     };
     let api_server =
         crate::api::serve_api(&config.api_socket, node.clone(), shutdown.clone()).await?;
@@ -191,11 +194,71 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> eyre::Result<()> {
     ));
     let consumer = tokio::spawn(consume(node.clone(), events_rx));
     update_peer_phase(&node).await;
+    let mesh = match &config.mesh {
+        Some(options) => {
+            let me = crate::cluster::MemberInfo::from(&member);
+            let (_, prefix_len, _) = retry(
+                &health,
+                Phase::Subscribing,
+                &backoff,
+                &shutdown,
+                "chain RPC",
+                || async {
+                    let c = node
+                        .chain
+                        .cluster(cluster_address)
+                        .meshConfig()
+                        .call()
+                        .await
+                        .map_err(|e| node.chain.call_error("Cluster.meshConfig", e))?;
+                    Ok((c.network, c.prefixLength, c.capacity))
+                },
+            )
+            .await?;
+            let gateway_connect = retry(
+                &health,
+                Phase::Subscribing,
+                &backoff,
+                &shutdown,
+                "gateway address",
+                || async {
+                    tokio::net::lookup_host(&options.gateway_connect)
+                        .await?
+                        .next()
+                        .ok_or_else(|| {
+                            eyre::eyre!("{} resolves to no address", options.gateway_connect)
+                        })
+                },
+            )
+            .await?;
+            let settings = crate::peering::MeshSettings {
+                interface: options.interface.clone(),
+                listen: options.listen,
+                gateway_connect,
+                gateway_domain: options.gateway_domain.clone(),
+                heartbeat_interval: options.heartbeat_interval,
+                down_after_beats: options.down_after_beats,
+            };
+            Some(tokio::spawn(crate::peering::run(
+                node.clone(),
+                me,
+                prefix_len,
+                settings,
+                dstack.clone(),
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
 
     shutdown.cancelled().await;
     info!(target: AGENT, "shutting down");
     poller.abort();
     consumer.abort();
+    if let Some(mesh) = mesh {
+        // The mesh task tears its interface down on shutdown; give it a moment.
+        let _ = tokio::time::timeout(Duration::from_secs(5), mesh).await;
+    }
     let _ = api_server.await;
     let _ = health_server.await;
     Ok(())
@@ -261,6 +324,10 @@ async fn refresh_members(node: &Node) {
 /// waiting-peers while this node is alone; wg-configuring once a peer exists (the mesh takes
 /// it from there).
 async fn update_peer_phase(node: &Node) {
+    if node.mesh_enabled {
+        // The mesh drives the phases once the node is registered.
+        return;
+    }
     let phase = node.health.snapshot().phase;
     if phase > Phase::WgConfiguring || phase < Phase::Subscribing {
         return;
@@ -371,8 +438,21 @@ async fn deliver(
             node.metrics.dropped("csk_on_chain");
             error!(target: PEERS, sender_id, %envelope_id, "a CSK-kind message on chain was dropped");
         }
-        Ok((Kind::Endpoint, _)) => {
-            debug!(target: PEERS, sender_id, "endpoint envelope received (consumed by the mesh)");
+        Ok((Kind::Endpoint, payload)) => {
+            match crate::envelope::EndpointEnvelope::decode(&payload) {
+                Ok(envelope) if envelope.member_id == sender_id => {
+                    debug!(target: PEERS, sender_id, port = envelope.transport_port, "endpoint envelope received");
+                    node.cluster.set_endpoint(sender_id, envelope).await;
+                }
+                Ok(envelope) => {
+                    node.metrics.dropped("endpoint_member_mismatch");
+                    warn!(target: PEERS, sender_id, claimed = envelope.member_id, "endpoint envelope names another member; dropped");
+                }
+                Err(e) => {
+                    node.metrics.dropped("endpoint_malformed");
+                    warn!(target: PEERS, sender_id, error = %e, "endpoint envelope dropped");
+                }
+            }
         }
         Err(e) => {
             node.metrics.dropped("rejected");

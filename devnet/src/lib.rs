@@ -12,5 +12,6 @@ pub mod fault_proxy;
 pub mod gas_manager;
 pub mod gateway;
 pub mod local_chain;
+pub mod netns;
 pub mod stack;
 pub mod up;

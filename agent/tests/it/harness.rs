@@ -17,7 +17,18 @@ use url::Url;
 /// Long enough for any honest wait on this machine; a test that needs more is hung.
 pub const DEADLINE: Duration = Duration::from_secs(180);
 
+/// Logs to the test's captured output (shown when a test fails), debug for the project.
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,attestmesh=debug"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 pub async fn stack(dir: &Path) -> Stack {
+    init_logs();
     Stack::start(StackConfig::new(dir.join("devnet")))
         .await
         .expect("devnet starts")
@@ -80,6 +91,9 @@ pub fn agent_config(
         health_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()))),
         api_socket: Some(dir.join(format!("{}.agent.sock", n.name))),
         poll_interval_secs: Some(1),
+        // In-process agents share one network namespace and need no root: no mesh here
+        // (the mesh tests run agents in namespaces).
+        mesh_disabled: true,
         ..Default::default()
     }
     .resolve()

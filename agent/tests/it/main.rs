@@ -5,4 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agent;
+mod cluster;
 mod harness;
+mod mesh;
