@@ -8,12 +8,17 @@ FOUNDRY := node_modules/@foundry-rs
 FORGE := $(FOUNDRY)/forge-linux-amd64/bin/forge
 CARGO ?= cargo
 
-.PHONY: help deps build fmt lint bindings bindings-check devnet devnet-down test test-contracts test-deploy test-rust snapshots clean
+.PHONY: help deps system-deps build fmt lint bindings bindings-check devnet devnet-down test test-contracts test-deploy test-rust snapshots clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
-deps: node_modules/.installed ## Install the pinned offline toolchain (Foundry from npm, solc-js, Solidity libraries)
+deps: node_modules/.installed system-deps ## Install the pinned offline toolchain (Foundry from npm, solc-js, Solidity libraries) and the system tools the tests use
+
+system-deps: ## ip (namespaces) and nft (fault injection) from Debian, when missing
+	@command -v ip >/dev/null && command -v nft >/dev/null || { \
+		echo "installing iproute2 and nftables (apt)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 nftables; }
 
 node_modules/.installed: package.json package-lock.json
 	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 20+ (apt-get install nodejs npm)"; exit 1; }

@@ -58,6 +58,15 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start(dir: &Path, count: usize) -> Self {
+        let mut cluster = Self::start_paused(dir, count).await;
+        for i in 0..count {
+            cluster.start_agent(i);
+        }
+        cluster
+    }
+
+    /// Like [`Cluster::start`] but without starting the agents (faults can be set up first).
+    pub async fn start_paused(dir: &Path, count: usize) -> Self {
         init_logs();
         if let Err(missing) = require_privileges() {
             panic!("whole-cluster tests need {missing}");
@@ -89,11 +98,7 @@ impl Cluster {
                 agent: None,
             });
         }
-        let mut cluster = Self { stack, nodes };
-        for i in 0..count {
-            cluster.start_agent(i);
-        }
-        cluster
+        Self { stack, nodes }
     }
 
     /// Starts (or restarts) node `i`'s agent process inside its namespace.
@@ -382,4 +387,163 @@ async fn the_whole_cluster_restarted_at_once_recovers_on_its_own() {
         originator_log.is_some(),
         "the originator recovered its CSK by re-derivation"
     );
+}
+
+/// Heartbeats that must never make a peer live: signed by a wrong key, claiming another member
+/// from a member's mesh IP, a replay of an old sequence number with the real key, and one from
+/// an address that is no member's. Each is refused (and counted); the cluster stays healthy.
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_and_replayed_heartbeats_never_make_a_peer_live() {
+    use attestmesh_agent::heartbeat::{HEARTBEAT_PORT, HeartbeatBody, encode};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 2).await;
+    cluster.wait_all_healthy().await;
+    let target_ip = cluster.nodes[0]
+        .client()
+        .await
+        .get_self(pb::GetSelfRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .mesh_ip;
+    let sender_id = cluster.nodes[1]
+        .client()
+        .await
+        .get_self(pb::GetSelfRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .member_id;
+    // node-2's real heartbeat key, from its TEE (the simulator), to build a replay.
+    let dstack = attestmesh_dstack::DstackClient::new(attestmesh_dstack::Endpoint::Unix(
+        cluster.stack.nodes[1].dstack_socket.clone(),
+    ));
+    let real_key = ed25519_dalek::SigningKey::from_bytes(
+        dstack
+            .get_key(
+                attestmesh_agent::identity::HEARTBEAT_PATH,
+                "attestmesh-heartbeat",
+            )
+            .await
+            .unwrap()
+            .key
+            .as_bytes(),
+    );
+    let wrong_key = ed25519_dalek::SigningKey::from_bytes(&[0x5a; 32]);
+    let now = attestmesh_agent::cluster::now_ms();
+    let forged = vec![
+        encode(
+            &wrong_key,
+            &HeartbeatBody {
+                member_id: sender_id,
+                seq: now,
+                connected: vec![1, 2],
+            },
+        ),
+        encode(
+            &real_key,
+            &HeartbeatBody {
+                member_id: 99,
+                seq: now,
+                connected: vec![99],
+            },
+        ),
+        encode(
+            &real_key,
+            &HeartbeatBody {
+                member_id: sender_id,
+                seq: now - 10_000,
+                connected: vec![1, 2],
+            },
+        ),
+    ];
+    let to = format!("{target_ip}:{HEARTBEAT_PORT}");
+    let dropped_before = dropped_heartbeats(&cluster.nodes[0]).await;
+    let send_to = to.clone();
+    cluster.nodes[1]
+        .netns
+        .run(move || async move {
+            let socket = tokio::net::UdpSocket::bind("0.0.0.0:0").await.unwrap();
+            for datagram in forged {
+                socket.send_to(&datagram, &send_to).await.unwrap();
+            }
+        })
+        .join()
+        .await
+        .unwrap();
+    // From node-1's own namespace: an address that is no peer's.
+    cluster.nodes[0]
+        .netns
+        .run(move || async move {
+            let socket = tokio::net::UdpSocket::bind("0.0.0.0:0").await.unwrap();
+            socket.send_to(b"not a heartbeat", &to).await.unwrap();
+        })
+        .join()
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while dropped_heartbeats(&cluster.nodes[0]).await < dropped_before + 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the forged heartbeats were not all refused"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = status(&cluster.nodes[0]).await.unwrap();
+    assert_eq!(
+        status.live_peers, 1,
+        "only the real peer is live: {status:?}"
+    );
+    assert_eq!(healthz_code(&cluster.nodes[0]).await, 200);
+}
+
+async fn dropped_heartbeats(node: &ClusterNode) -> u64 {
+    let url = node.health_url().replace("/healthz", "/metrics");
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with("attestmesh_agent_messages_dropped_total{reason=\"heartbeat\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// 20 % packet loss (nftables random drop inside every namespace; this kernel has no tc netem)
+/// and 200 ms added delay on the gateway path (the gateway emulator's delay line): the cluster
+/// still converges and every node becomes healthy.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cluster_converges_through_loss_and_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start_paused(dir.path(), 3).await;
+    cluster
+        .stack
+        .gateway
+        .set_delay(attestmesh_devnet::gateway::PathDelay {
+            to_backend: Duration::from_millis(200),
+            to_client: Duration::from_millis(200),
+        });
+    for node in &cluster.nodes {
+        let script = "add table inet attestmesh_loss\n\
+                      add chain inet attestmesh_loss input { type filter hook input priority 0; }\n\
+                      add rule inet attestmesh_loss input numgen random mod 100 < 20 drop\n";
+        let mut nft = node.netns.exec("nft");
+        nft.args(["-f", "-"]).stdin(Stdio::piped());
+        let mut child = nft.spawn().expect("nft runs (apt-get install nftables)");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(
+            child.wait().unwrap().success(),
+            "nftables loss rule installed in {}",
+            node.netns.name()
+        );
+    }
+    for i in 0..cluster.nodes.len() {
+        cluster.start_agent(i);
+    }
+    cluster.wait_all_healthy().await;
 }
