@@ -547,3 +547,44 @@ async fn the_cluster_converges_through_loss_and_delay() {
     }
     cluster.wait_all_healthy().await;
 }
+
+/// The originator restarted alone recovers its CSK by re-derivation from its TEE, without
+/// asking anyone (it never logs a pull).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_originator_restarted_alone_re_derives_without_asking_anyone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), 2).await;
+    cluster.wait_all_healthy().await;
+    let mut originator = None;
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        if node
+            .client()
+            .await
+            .get_self(pb::GetSelfRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .member_id
+            == 1
+        {
+            originator = Some(i);
+        }
+    }
+    let i = originator.expect("member 1 is one of the nodes");
+    cluster.nodes[i].kill().await;
+    let log_before = std::fs::read_to_string(&cluster.nodes[i].log)
+        .unwrap_or_default()
+        .len();
+    cluster.start_agent(i);
+    cluster.wait_all_healthy().await;
+    let log = std::fs::read_to_string(&cluster.nodes[i].log).unwrap();
+    let after_restart = &log[log_before..];
+    assert!(
+        after_restart.contains("CSK re-derived from the TEE and matches the commitment"),
+        "re-derived"
+    );
+    assert!(
+        !after_restart.contains("CSK obtained"),
+        "the originator never pulled from a peer"
+    );
+}
