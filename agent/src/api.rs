@@ -262,6 +262,7 @@ impl Agent for AgentApi {
     ) -> Result<tonic::Response<pb::ListPeersResponse>, Status> {
         let include_revoked = request.into_inner().include_revoked;
         let self_id = self.node.cluster.self_id().await;
+        let liveness = self.node.peer_liveness.read().await.clone();
         let peers = self
             .node
             .cluster
@@ -275,8 +276,11 @@ impl Agent for AgentApi {
                 mesh_ip: m.mesh_ip.to_string(),
                 status: if m.active { "active" } else { "revoked" }.into(),
                 // Liveness comes from verified heartbeats (the mesh); none are seen without it.
-                live: false,
-                last_heartbeat_age_ms: None,
+                live: liveness.get(&m.id).is_some_and(|l| l.live),
+                last_heartbeat_age_ms: liveness
+                    .get(&m.id)
+                    .and_then(|l| l.last_heartbeat)
+                    .map(|at| at.elapsed().as_millis() as u64),
                 is_self: Some(m.id) == self_id,
             })
             .collect();

@@ -37,8 +37,31 @@ const MAX_FRAME: usize = 8 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_SKEW_MS: u64 = 60_000;
 
-/// The shared key, in memory only.
-pub type CskSlot = Arc<RwLock<Option<Zeroizing<[u8; 32]>>>>;
+/// The Cluster Shared Key: zeroized on drop, and its `Debug` never shows it.
+pub struct SharedKey(Zeroizing<[u8; 32]>);
+
+impl SharedKey {
+    pub fn new(key: Zeroizing<[u8; 32]>) -> Self {
+        Self(key)
+    }
+}
+
+impl std::ops::Deref for SharedKey {
+    type Target = [u8; 32];
+
+    fn deref(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SharedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedKey(<redacted>)")
+    }
+}
+
+/// Where the node holds the CSK: memory only.
+pub type CskSlot = Arc<RwLock<Option<SharedKey>>>;
 
 /// A signed request for the CSK.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -412,7 +435,7 @@ mod tests {
     async fn responder(responder: &Local, key: [u8; 32], authority: TestAuthority) -> Candidate {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let slot: CskSlot = Arc::new(RwLock::new(Some(Zeroizing::new(key))));
+        let slot: CskSlot = Arc::new(RwLock::new(Some(SharedKey::new(Zeroizing::new(key)))));
         tokio::spawn(serve(
             listener,
             responder.clone(),
@@ -508,6 +531,16 @@ mod tests {
         };
         assert!(
             matches!(pull_from(&requester, &candidate, B256::ZERO).await, Err(CskError::Refused(r)) if r.contains("does not hold"))
+        );
+    }
+
+    #[test]
+    fn the_key_never_shows_in_debug_output() {
+        let key = SharedKey::new(Zeroizing::new([0xab; 32]));
+        let text = format!("{key:?} {:?}", Some(&key));
+        assert!(
+            !text.contains("171") && !text.to_lowercase().contains("ab, ab"),
+            "{text}"
         );
     }
 }

@@ -218,6 +218,11 @@ impl Tracker {
         transitions
     }
 
+    /// When the member's last accepted heartbeat arrived.
+    pub fn last_seen(&self, member_id: u64) -> Option<Instant> {
+        self.peers.get(&member_id).map(|v| v.last_seen)
+    }
+
     /// Live peers (self excluded).
     pub fn live_peers(&self, now: Instant) -> BTreeSet<u64> {
         self.peers

@@ -12,7 +12,6 @@ use attestmesh_chain::{ChainClient, SponsoredSender};
 use attestmesh_dstack::DstackClient;
 use tokio::sync::{RwLock, mpsc};
 use tracing::{debug, error, info, warn};
-use zeroize::Zeroizing;
 
 use crate::cluster::ClusterState;
 use crate::config::AgentConfig;
@@ -38,9 +37,18 @@ pub struct Node {
     pub inbox: Inbox,
     pub metrics: Metrics,
     /// The Cluster Shared Key, in memory only (filled by the CSK subsystem).
-    pub csk: Arc<RwLock<Option<Zeroizing<[u8; 32]>>>>,
+    pub csk: crate::csk::CskSlot,
     /// Whether the mesh runs (it then drives the phases after waiting-peers).
     pub mesh_enabled: bool,
+    /// Liveness per peer, as the heartbeats last showed it (written by the mesh).
+    pub peer_liveness: Arc<RwLock<std::collections::BTreeMap<u64, PeerLiveness>>>,
+}
+
+/// A peer's liveness for ListPeers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLiveness {
+    pub live: bool,
+    pub last_heartbeat: Option<std::time::Instant>,
 }
 
 /// Runs the agent until `shutdown` is cancelled.
@@ -136,6 +144,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> eyre::Result<()> {
         metrics: metrics.clone(),
         csk: Arc::new(RwLock::new(None)),
         mesh_enabled: config.mesh.is_some(),
+        peer_liveness: Arc::new(RwLock::new(std::collections::BTreeMap::new())),
     };
     let api_server =
         crate::api::serve_api(&config.api_socket, node.clone(), shutdown.clone()).await?;

@@ -268,6 +268,17 @@ async fn reconcile(
                 }
             }
             let live = tracker.live_peers(now);
+            let mut snapshot = BTreeMap::new();
+            for peer in &peers {
+                snapshot.insert(
+                    peer.id,
+                    crate::node::PeerLiveness {
+                        live: live.contains(&peer.id),
+                        last_heartbeat: tracker.last_seen(peer.id),
+                    },
+                );
+            }
+            *node.peer_liveness.write().await = snapshot;
             for id in &live {
                 if reported_live.insert(*id) {
                     info!(target: PEERS, member = id, "peer live (verified heartbeat)");
@@ -494,7 +505,7 @@ async fn acquire_csk(
     loop {
         match try_acquire(&node, self_id, &local, &dstack, &liveness).await {
             Ok(key) => {
-                *node.csk.write().await = Some(key);
+                *node.csk.write().await = Some(csk::SharedKey::new(key));
                 return;
             }
             Err(waiting) => {

@@ -229,6 +229,25 @@ async fn three_nodes_converge_share_the_csk_and_carry_tcp() {
             .into_inner();
         assert_eq!(status.live_peers, 2, "{}: {status:?}", node.name);
         assert!(status.first_converged);
+        let peers = client
+            .list_peers(pb::ListPeersRequest {
+                include_revoked: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .peers;
+        for peer in peers.iter().filter(|p| !p.is_self) {
+            assert!(
+                peer.live,
+                "{}: peer {} live in ListPeers",
+                node.name, peer.member_id
+            );
+            assert!(
+                peer.last_heartbeat_age_ms.is_some_and(|ms| ms < 60_000),
+                "{peer:?}"
+            );
+        }
     }
 
     // An app connection between mesh IPs: node-2 listens, node-1 connects, data both ways.
@@ -587,4 +606,82 @@ async fn the_originator_restarted_alone_re_derives_without_asking_anyone() {
         !after_restart.contains("CSK obtained"),
         "the originator never pulled from a peer"
     );
+}
+
+/// A revoked member is dropped from the others' attestmesh0 and cannot obtain the CSK: its
+/// request (signed with its real identity key) gets no key.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_member_cannot_obtain_the_csk() {
+    use alloy::sol_types::SolCall;
+    use attestmesh_agent::csk::{self, Candidate, Local};
+    use attestmesh_bindings::cluster::Cluster as ClusterContract;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 2).await;
+    cluster.wait_all_healthy().await;
+    let me = cluster.nodes[1]
+        .client()
+        .await
+        .get_self(pb::GetSelfRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let responder = cluster.nodes[0]
+        .client()
+        .await
+        .get_self(pb::GetSelfRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let operator = cluster.stack.chain.operator_client();
+    operator
+        .send_transaction(
+            "Cluster.revokeMember",
+            cluster.stack.cluster,
+            ClusterContract::revokeMemberCall {
+                memberId: me.member_id,
+            }
+            .abi_encode()
+            .into(),
+        )
+        .await
+        .unwrap();
+    wait_live_peers(&cluster.nodes[0], "the revoked member dropped", 0).await;
+
+    let dstack = attestmesh_dstack::DstackClient::new(attestmesh_dstack::Endpoint::Unix(
+        cluster.stack.nodes[1].dstack_socket.clone(),
+    ));
+    let identity = attestmesh_agent::identity::Identity::derive(&dstack)
+        .await
+        .unwrap();
+    let local = Local {
+        chain_id: cluster.stack.config.chain.chain_id,
+        cluster: cluster.stack.cluster.into_array(),
+        member_id: me.member_id,
+        identity: identity.ed25519.clone(),
+        x25519: identity.x25519.clone(),
+    };
+    let candidate = Candidate {
+        member_id: responder.member_id,
+        address: format!("{}:{}", responder.mesh_ip, csk::CSK_PORT)
+            .parse()
+            .unwrap(),
+        ed25519: responder.ed25519_public_key.clone().try_into().unwrap(),
+    };
+    let commitment = operator
+        .csk_commitment(cluster.stack.cluster)
+        .await
+        .unwrap()
+        .unwrap();
+    let attempt = cluster.nodes[1]
+        .netns
+        .run(move || async move {
+            csk::pull_from(&local, &candidate, commitment)
+                .await
+                .map(|_| ())
+        })
+        .join()
+        .await
+        .unwrap();
+    assert!(attempt.is_err(), "a revoked member obtained the CSK");
 }

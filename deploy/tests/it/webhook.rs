@@ -1,0 +1,164 @@
+//! check-webhook against the real paymaster webhook, and against what a misrouted domain reaches
+//! instead (field note 4: the route once pointed at another project's worker).
+
+use alloy::primitives::{Address, keccak256};
+use attestmesh_devnet::local_chain::{LocalChain, LocalChainConfig};
+use attestmesh_webhook::{Webhook, WebhookConfig, WebhookSecret};
+use axum::routing::{get, post};
+
+use crate::support::{init_logs, operator};
+
+/// A stand-in for "another project's worker": answers /healthz with its own identity and every
+/// POST with a 401 of its own.
+async fn foreign_worker() -> (String, tokio::task::JoinHandle<()>) {
+    let app = axum::Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok", "service": "image-resizer", "chain_id": 8453, "policies": []})) }),
+        )
+        .route(
+            "/",
+            post(|| async { (axum::http::StatusCode::UNAUTHORIZED, "invalid token") }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, task)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_webhook_accepts_the_real_webhook_and_names_every_mismatch() {
+    init_logs();
+    let chain = LocalChain::start(LocalChainConfig::default())
+        .await
+        .unwrap();
+    let kms_root = Address::repeat_byte(0x11);
+    let cluster = chain
+        .create_cluster(
+            keccak256(b"webhook-check"),
+            0x0a58_0000,
+            16,
+            vec![kms_root],
+            vec![],
+        )
+        .await
+        .unwrap();
+    let config = WebhookConfig::new(
+        chain.rpc_url().clone(),
+        31337,
+        WebhookSecret::new("a-test-secret-of-enough-length").unwrap(),
+    )
+    .with_policy("policy-a", cluster);
+    let webhook = Webhook::spawn(WebhookConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..config
+    })
+    .await
+    .unwrap();
+    let url = webhook.url();
+    let expect_a = format!("policy-a={cluster}");
+
+    // The real webhook with the right identity passes.
+    let ok = operator(&[
+        "--json",
+        "check-webhook",
+        "--url",
+        &url,
+        "--expected-chain-id",
+        "31337",
+        "--expected-policy",
+        &expect_a,
+    ])
+    .await
+    .json();
+    assert_eq!(ok["health"]["service"], "attestmesh-webhook");
+    assert_eq!(ok["unauthenticated_post_refused"], true);
+    let text = operator(&[
+        "check-webhook",
+        "--url",
+        &url,
+        "--expected-chain-id",
+        "31337",
+        "--expected-policy",
+        &expect_a,
+    ])
+    .await;
+    assert!(
+        text.success && text.stdout.starts_with("ok:"),
+        "{}",
+        text.stdout
+    );
+
+    // The policy maps to another cluster; a policy it does not serve; another chain: all named.
+    let other = Address::repeat_byte(0x22);
+    operator(&[
+        "check-webhook",
+        "--url",
+        &url,
+        "--expected-chain-id",
+        "8453",
+        "--expected-policy",
+        &format!("policy-a={other}"),
+        "--expected-policy",
+        &format!("policy-b={cluster}"),
+    ])
+    .await
+    .fails_with(&[
+        &format!("policy \"policy-a\" maps to cluster {cluster}, expected {other}"),
+        "does not serve policy \"policy-b\"",
+        "serves chain 31337, expected 8453",
+    ]);
+
+    // A route that reaches another service.
+    let (foreign, _task) = foreign_worker().await;
+    let misrouted = operator(&[
+        "check-webhook",
+        "--url",
+        &foreign,
+        "--expected-chain-id",
+        "8453",
+        "--expected-policy",
+        &expect_a,
+    ])
+    .await;
+    misrouted.fails_with(&[
+        "reaches service \"image-resizer\", not \"attestmesh-webhook\"",
+        "field note 4",
+    ]);
+    assert!(
+        !misrouted.stderr.contains("--policy"),
+        "no advice about the policies of a service that is not the webhook"
+    );
+
+    // A URL that is not a webhook at all (anvil's JSON-RPC).
+    operator(&[
+        "check-webhook",
+        "--url",
+        chain.rpc_url().as_str(),
+        "--expected-chain-id",
+        "31337",
+        "--expected-policy",
+        &expect_a,
+    ])
+    .await
+    .fails_with(&[
+        "attestmesh-webhook identity check",
+        "does not reach an attestmesh-webhook",
+    ]);
+
+    // Nothing listening.
+    drop(webhook);
+    operator(&[
+        "check-webhook",
+        "--url",
+        &url,
+        "--expected-chain-id",
+        "31337",
+        "--expected-policy",
+        &expect_a,
+    ])
+    .await
+    .fails_with(&["no answer", "onnection refused"]);
+}
