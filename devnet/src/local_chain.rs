@@ -73,6 +73,8 @@ pub struct LocalChainConfig {
     /// Listen address; `None` is anvil's loopback. Tests with network namespaces use 0.0.0.0 so
     /// nodes reach the chain through their veth.
     pub host: Option<std::net::IpAddr>,
+    /// Fork this chain (e.g. Base) instead of starting empty: the real EntryPoint is there.
+    pub fork_url: Option<String>,
 }
 
 impl Default for LocalChainConfig {
@@ -83,6 +85,7 @@ impl Default for LocalChainConfig {
             genesis_block: None,
             port: None,
             host: None,
+            fork_url: None,
         }
     }
 }
@@ -138,6 +141,9 @@ impl LocalChain {
         }
         if let Some(port) = config.port {
             anvil = anvil.port(port);
+        }
+        if let Some(url) = &config.fork_url {
+            anvil = anvil.fork(url.clone());
         }
         if let Some(host) = config.host {
             anvil = anvil.args(["--host", &host.to_string()]);

@@ -19,6 +19,9 @@ use crate::gas_manager::{GasManager, GasManagerConfig, GasManagerHandle};
 use crate::gateway::{GatewayConfig, GatewayEmulator, GatewayHandle};
 use crate::local_chain::{LocalChain, LocalChainConfig};
 
+/// Base mainnet's chain id.
+pub const BASE_CHAIN_ID: u64 = 8453;
+
 /// 127.0.0.1 on a free port.
 pub const ANY_LOOPBACK_PORT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 
@@ -48,9 +51,17 @@ pub struct StackConfig {
 }
 
 impl StackConfig {
+    /// The end-to-end configuration: Base's chain id 8453 on a local chain with the EntryPoint
+    /// at its canonical address, or — with `FORK_URL` set — anvil forking Base itself, where the
+    /// real EntryPoint v0.7 already is.
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        let fork_url = std::env::var("FORK_URL").ok().filter(|url| !url.is_empty());
         Self {
-            chain: LocalChainConfig::default(),
+            chain: LocalChainConfig {
+                chain_id: BASE_CHAIN_ID,
+                fork_url,
+                ..LocalChainConfig::default()
+            },
             policy_id: "attestmesh-devnet-policy".into(),
             webhook_secret: "attestmesh-devnet-webhook-secret".into(),
             mesh_network: 0x0a58_0000,

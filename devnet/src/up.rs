@@ -67,6 +67,7 @@ pub async fn up(args: UpArgs, shutdown: impl Future<Output = ()>) -> eyre::Resul
         genesis_block: None,
         port: Some(args.port),
         host: None,
+        fork_url: None,
     };
     let loopback = |port| std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
     config.bundler_listen = loopback(args.bundler_port);

@@ -48,7 +48,7 @@ impl Cli {
             "--rpc-url",
             &self.rpc,
             "--expected-chain-id",
-            "31337",
+            "8453",
         ];
         let writes = !matches!(command, "show" | "predict-account");
         if writes {
@@ -72,7 +72,7 @@ async fn sponsorship(stack: &Stack, cluster: Address) -> (WebhookHandle, GasMana
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         ..WebhookConfig::new(
             stack.chain.rpc_url().clone(),
-            31337,
+            8453,
             WebhookSecret::new(SECRET).unwrap(),
         )
         .with_policy(POLICY, cluster)
@@ -81,7 +81,7 @@ async fn sponsorship(stack: &Stack, cluster: Address) -> (WebhookHandle, GasMana
     .unwrap();
     let gas_manager = GasManager::spawn(GasManagerConfig::new(
         stack.chain.rpc_url().clone(),
-        31337,
+        8453,
         stack.bundler_url().clone(),
         stack.chain.deployment().verifying_paymaster,
         stack.chain.sponsor().clone(),
@@ -123,7 +123,7 @@ impl Node {
         let config = AgentArgs {
             dstack_socket: Some(dstack_socket),
             chain_rpc_url: Some(stack.chain.rpc_url().clone()),
-            chain_id: Some(31337),
+            chain_id: Some(8453),
             bundler_url: Some(stack.bundler_url().clone()),
             gas_manager_url: Some(gas_manager.url().clone()),
             policy_id: Some(POLICY.to_string()),
@@ -494,7 +494,7 @@ fn text_args(cli: &Cli) -> Vec<&str> {
         "--rpc-url",
         cli.rpc.as_str(),
         "--expected-chain-id",
-        "31337",
+        "8453",
         "--cluster",
         cli.cluster.as_deref().unwrap(),
     ]
