@@ -345,10 +345,20 @@ mod tests {
 
     #[test]
     fn missing_required_setting_names_the_flag() {
-        let err = AgentArgs { mesh_disabled: true, ..Default::default() }.resolve().unwrap_err();
+        let err = AgentArgs {
+            mesh_disabled: true,
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
         assert!(err.to_string().contains("--chain.rpc-url"), "{err}");
         // With the mesh on (the default), the gateway settings are required too.
-        let err = AgentArgs { mesh_disabled: false, ..base() }.resolve().unwrap_err();
+        let err = AgentArgs {
+            mesh_disabled: false,
+            ..base()
+        }
+        .resolve()
+        .unwrap_err();
         assert!(err.to_string().contains("--gateway.connect"), "{err}");
     }
 
