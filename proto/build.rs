@@ -2,7 +2,10 @@
 //! the tonic services. The file descriptor set is kept for gRPC server reflection.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["attestmesh/agent/v1/agent.proto"];
+    let protos = [
+        "attestmesh/agent/v1/agent.proto",
+        "attestmesh/indexer/v1/indexer.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -16,6 +16,7 @@ pub mod health;
 pub mod heartbeat;
 pub mod identity;
 pub mod inbox;
+pub mod indexer_client;
 pub mod intake;
 pub mod mesh;
 pub mod messages;

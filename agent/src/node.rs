@@ -187,6 +187,14 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> eyre::Result<()> {
     refresh_members(&node).await;
 
     let (events_tx, events_rx) = mpsc::channel(1024);
+    // The indexer's verified push feeds the same channel as the poller (either alone suffices;
+    // the consumer de-duplicates).
+    let indexer = tokio::spawn(crate::indexer_client::run(
+        node.chain.clone(),
+        cluster_address,
+        events_tx.clone(),
+        shutdown.clone(),
+    ));
     let poll_config = PollConfig {
         cluster: cluster_address,
         self_member_id: member.id,
@@ -264,6 +272,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> eyre::Result<()> {
     info!(target: AGENT, "shutting down");
     poller.abort();
     consumer.abort();
+    indexer.abort();
     if let Some(mesh) = mesh {
         // The mesh task tears its interface down on shutdown; give it a moment.
         let _ = tokio::time::timeout(Duration::from_secs(5), mesh).await;

@@ -14,6 +14,56 @@ pub mod agent {
     }
 }
 
+pub mod indexer {
+    pub mod v1 {
+        tonic::include_proto!("attestmesh.indexer.v1");
+
+        /// Domain tag at the start of every signed payload: a signature over an indexer event
+        /// can never be replayed as any other AttestMesh signature.
+        pub const SIGNING_DOMAIN: &[u8] = b"attestmesh.indexer.v1.SignedEvent\0";
+
+        /// The canonical bytes the indexer signs for one event, and the one definition both
+        /// the indexer (signing) and nodes (verifying) use: the domain tag, the chain id, a
+        /// kind byte (1 = log, 2 = reorg) and every field of the body in declaration order;
+        /// integers as 8 bytes big-endian, byte strings and the topic list prefixed with their
+        /// length as 4 bytes big-endian. Unambiguous for any field lengths, so a verifier need
+        /// not trust lengths before checking the signature.
+        pub fn signing_payload(chain_id: u64, body: &signed_event::Body) -> Vec<u8> {
+            fn bytes(out: &mut Vec<u8>, value: &[u8]) {
+                // A protobuf field is far below 4 GiB; saturate rather than wrap if not.
+                let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(value);
+            }
+            let mut out = Vec::with_capacity(256);
+            out.extend_from_slice(SIGNING_DOMAIN);
+            out.extend_from_slice(&chain_id.to_be_bytes());
+            match body {
+                signed_event::Body::Log(log) => {
+                    out.push(1);
+                    out.extend_from_slice(&log.block_number.to_be_bytes());
+                    bytes(&mut out, &log.block_hash);
+                    bytes(&mut out, &log.transaction_hash);
+                    out.extend_from_slice(&log.transaction_index.to_be_bytes());
+                    out.extend_from_slice(&log.log_index.to_be_bytes());
+                    bytes(&mut out, &log.address);
+                    let topics = u32::try_from(log.topics.len()).unwrap_or(u32::MAX);
+                    out.extend_from_slice(&topics.to_be_bytes());
+                    for topic in &log.topics {
+                        bytes(&mut out, topic);
+                    }
+                    bytes(&mut out, &log.data);
+                }
+                signed_event::Body::Reorg(reorg) => {
+                    out.push(2);
+                    out.extend_from_slice(&reorg.from_block.to_be_bytes());
+                }
+            }
+            out
+        }
+    }
+}
+
 /// The encoded file descriptor set of every AttestMesh proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/attestmesh_descriptor.bin"));

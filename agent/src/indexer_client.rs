@@ -1,0 +1,907 @@
+//! The indexer push subscription: the second source of [`crate::intake`] events, on top of the
+//! chain-log poller that always runs. Either source alone is sufficient; the consumer
+//! de-duplicates what both deliver.
+//!
+//! * **Discovery**: cluster → `clusterFactory()` → `indexerRegistry()` → `listIndexers()`,
+//!   active entries only; re-read after every failed round and every
+//!   [`IndexerClientConfig::rediscover_interval`].
+//! * **Transport**: `https://` endpoints go through the dstack gateway. Its no-suffix route
+//!   terminates TLS and answers ALPN with nothing (or http/1.1) although it proxies h2 fine, so
+//!   tonic must be told to assume HTTP/2 (field note 10); rustls runs on the `ring` provider,
+//!   installed explicitly. `http://` endpoints (devnet) are plain h2c.
+//! * **Verification** of every push, before anything reaches the channel: the Ed25519
+//!   signature with the key *from the registry* over the canonical encoding
+//!   ([`attestmesh_proto::indexer::v1::signing_payload`]), the chain id, the emitter (this
+//!   cluster), and the chain itself: the transaction's receipt must be in the pushed block and
+//!   hold the same log (address, topics, data) at the pushed log index. A push that fails any
+//!   check is rejected and logged, the connection to that indexer is dropped and the next one
+//!   is tried; nothing of it is applied.
+//! * **Resumption**: the cursor of the last event accepted (block, log index and block hash) is
+//!   kept here; a new subscription (after an indexer restart, or on another indexer after a
+//!   failover) starts strictly after it, so no event is lost and duplicates are at most the ones
+//!   in flight. If that event was orphaned meanwhile, the indexer answers with a reorg notice
+//!   first and resumes below the fork.
+//!
+//! The task never holds the channel for anything but a send: when no indexer answers it only
+//! retries with backoff, and the poller keeps feeding the consumer.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{Address, B256, Bytes};
+use alloy::providers::Provider;
+use attestmesh_bindings::factory::ClusterFactory;
+use attestmesh_bindings::indexer_registry::IndexerRegistry;
+use attestmesh_chain::{ChainClient, ChainError};
+use attestmesh_proto::indexer::v1::indexer_client::IndexerClient as GrpcClient;
+use attestmesh_proto::indexer::v1::{self as pb, signed_event::Body, signing_payload};
+use ed25519_dalek::{Signature, VerifyingKey};
+use tokio::sync::mpsc;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Uri};
+use tracing::{debug, error, info, warn};
+
+use crate::intake::{IntakeEvent, decode_log};
+use crate::shutdown::Shutdown;
+
+/// Log target of the indexer boundary.
+pub const LOG_TARGET: &str = "attestmesh::indexer";
+
+/// Environment variable: dial this `host:port` for every `https://` indexer endpoint, keeping
+/// the endpoint's host name for SNI and certificate checks (the devnet gateway emulator, whose
+/// names do not resolve).
+pub const ENV_GATEWAY_CONNECT: &str = "ATTESTMESH_INDEXER_GATEWAY_CONNECT";
+/// Environment variable: a PEM file of an extra CA to trust for `https://` endpoints (the
+/// devnet gateway's CA).
+pub const ENV_CA_FILE: &str = "ATTESTMESH_INDEXER_CA_FILE";
+
+/// How the client connects, verifies and retries.
+#[derive(Debug, Clone)]
+pub struct IndexerClientConfig {
+    /// See [`ENV_GATEWAY_CONNECT`].
+    pub gateway_connect: Option<SocketAddr>,
+    /// See [`ENV_CA_FILE`] (the PEM itself).
+    pub ca_pem: Option<String>,
+    /// Backoff after a round in which no indexer could be used, doubling up to `backoff_max`.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// Connect (TCP + TLS) and GetInfo each time out after this.
+    pub connect_timeout: Duration,
+    /// HTTP/2 keep-alive: a silent dead indexer is noticed within interval + timeout.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// A push whose transaction this node's RPC does not know yet is re-checked this many times,
+    /// `chain_check_delay` apart, before it is rejected (the node's RPC may lag the indexer's).
+    pub chain_check_attempts: u32,
+    pub chain_check_delay: Duration,
+    /// Between sessions, the registry is re-read when the last read is older than this (and
+    /// always after a round in which every indexer failed).
+    pub rediscover_interval: Duration,
+}
+
+impl Default for IndexerClientConfig {
+    fn default() -> Self {
+        Self {
+            gateway_connect: None,
+            ca_pem: None,
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(10),
+            chain_check_attempts: 10,
+            chain_check_delay: Duration::from_millis(300),
+            rediscover_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+impl IndexerClientConfig {
+    /// Defaults, with [`ENV_GATEWAY_CONNECT`] and [`ENV_CA_FILE`] applied when set.
+    pub fn from_env() -> Result<Self, IndexerClientError> {
+        let mut config = Self::default();
+        if let Some(value) = std::env::var_os(ENV_GATEWAY_CONNECT) {
+            let text = value.to_string_lossy();
+            config.gateway_connect =
+                Some(text.parse().map_err(|e| IndexerClientError::Config {
+                    name: ENV_GATEWAY_CONNECT,
+                    message: format!("{text:?} is not host:port ({e}); e.g. 127.0.0.1:8443"),
+                })?);
+        }
+        if let Some(path) = std::env::var_os(ENV_CA_FILE) {
+            let pem = std::fs::read_to_string(&path).map_err(|e| IndexerClientError::Config {
+                name: ENV_CA_FILE,
+                message: format!(
+                    "cannot read {}: {e}; point it at the gateway CA's PEM file",
+                    std::path::Path::new(&path).display()
+                ),
+            })?;
+            config.ca_pem = Some(pem);
+        }
+        Ok(config)
+    }
+}
+
+/// Why the client could not use an indexer (each ends the session with that indexer).
+#[derive(Debug, thiserror::Error)]
+pub enum IndexerClientError {
+    #[error("cannot read the indexers of cluster {cluster} from the registry: {source}")]
+    Discovery {
+        cluster: Address,
+        #[source]
+        source: ChainError,
+    },
+    #[error(
+        "indexer endpoint {endpoint:?} is unusable: {reason} (the operator registers https://<app_id>-<port>.<gateway domain> or, on a devnet, http://host:port)"
+    )]
+    Endpoint { endpoint: String, reason: String },
+    #[error(
+        "cannot connect to indexer {endpoint}: {reason} (is it up, and its gateway route in place?)"
+    )]
+    Connect { endpoint: String, reason: String },
+    #[error("indexer {endpoint}: {call} failed: {status}")]
+    Rpc {
+        endpoint: String,
+        call: &'static str,
+        status: Box<tonic::Status>,
+    },
+    #[error(
+        "indexer {endpoint} signs with key {served} but the registry has {registered}: the operator must register the key its /healthz reports (a new TEE identity derives a new key)"
+    )]
+    KeyMismatch {
+        endpoint: String,
+        registered: String,
+        served: String,
+    },
+    #[error(
+        "indexer {endpoint} follows chain {actual}, this node chain {expected}: the registry lists an indexer of another chain"
+    )]
+    WrongChain {
+        endpoint: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("indexer {endpoint} pushed an event that was rejected: {rejection}")]
+    Rejected {
+        endpoint: String,
+        rejection: Rejection,
+    },
+    #[error(
+        "cannot cross-check a push with the chain: {0} (this node's RPC failed; the push was not applied)"
+    )]
+    ChainCheck(#[source] ChainError),
+    #[error("indexer {endpoint} ended the stream")]
+    StreamEnded { endpoint: String },
+    #[error("invalid indexer client configuration {name}: {message}")]
+    Config { name: &'static str, message: String },
+}
+
+/// Why a push was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("the signature does not verify with the registered key")]
+    BadSignature,
+    #[error("it is signed for chain {0}")]
+    WrongChain(u64),
+    #[error("malformed: {0}")]
+    Malformed(String),
+    #[error("it was emitted by {0}, not this cluster")]
+    WrongCluster(Address),
+    #[error("the chain does not have it: {0}")]
+    NotOnChain(String),
+    #[error("the chain has a different log there: {0}")]
+    Mismatch(String),
+}
+
+/// Counters of the client (exported for tests and metrics). Cheap to share.
+#[derive(Debug, Default)]
+pub struct IndexerClientStats {
+    /// Connection attempts.
+    pub connects: AtomicU64,
+    /// Subscriptions opened.
+    pub subscriptions: AtomicU64,
+    /// Pushes received.
+    pub received: AtomicU64,
+    /// Pushes that passed every check.
+    pub accepted: AtomicU64,
+    /// Intake events sent into the channel.
+    pub forwarded: AtomicU64,
+    /// Pushes rejected.
+    pub rejected: AtomicU64,
+    /// Reorg notices forwarded.
+    pub reorgs: AtomicU64,
+    /// Sessions that ended with an error (the next indexer is tried).
+    pub failures: AtomicU64,
+    current: Mutex<Option<String>>,
+    last_rejection: Mutex<Option<Rejection>>,
+}
+
+impl IndexerClientStats {
+    /// The endpoint currently subscribed to.
+    pub fn current(&self) -> Option<String> {
+        self.current.lock().ok().and_then(|c| c.clone())
+    }
+
+    /// The last rejection.
+    pub fn last_rejection(&self) -> Option<Rejection> {
+        self.last_rejection.lock().ok().and_then(|r| r.clone())
+    }
+
+    fn set_current(&self, endpoint: Option<&str>) {
+        if let Ok(mut current) = self.current.lock() {
+            *current = endpoint.map(str::to_owned);
+        }
+    }
+
+    fn reject(&self, rejection: &Rejection) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut last) = self.last_rejection.lock() {
+            *last = Some(rejection.clone());
+        }
+    }
+}
+
+/// An indexer as the registry lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredIndexer {
+    pub id: u64,
+    pub endpoint: String,
+    pub public_key: [u8; 32],
+}
+
+/// Runs the push subscription for `cluster` until shutdown or until `events` closes, with the
+/// configuration from the environment ([`IndexerClientConfig::from_env`]).
+pub async fn run(
+    chain: ChainClient,
+    cluster: Address,
+    events: mpsc::Sender<IntakeEvent>,
+    shutdown: Shutdown,
+) {
+    let config = match IndexerClientConfig::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            error!(target: LOG_TARGET, %error, "indexer push disabled; intake continues by chain-log polling alone");
+            return;
+        }
+    };
+    run_with(
+        config,
+        Arc::new(IndexerClientStats::default()),
+        chain,
+        cluster,
+        events,
+        shutdown,
+    )
+    .await;
+}
+
+/// [`run`] with an explicit configuration and shared counters.
+pub async fn run_with(
+    config: IndexerClientConfig,
+    stats: Arc<IndexerClientStats>,
+    chain: ChainClient,
+    cluster: Address,
+    events: mpsc::Sender<IntakeEvent>,
+    shutdown: Shutdown,
+) {
+    install_ring_provider();
+    let mut client = Client {
+        config,
+        stats,
+        chain,
+        cluster,
+        events,
+        shutdown,
+        cursor: None,
+    };
+    client.run().await;
+}
+
+/// rustls on `ring`, chosen explicitly: tonic builds its TLS configuration on the process-wide
+/// provider when one is installed, so it is installed here (a no-op when one already is).
+fn install_ring_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none()
+        && rustls::crypto::ring::default_provider()
+            .install_default()
+            .is_err()
+    {
+        debug!(target: LOG_TARGET, "a rustls provider was installed concurrently; using it");
+    }
+}
+
+/// Reads the active indexers of `cluster`'s factory from the IndexerRegistry.
+pub async fn discover(
+    chain: &ChainClient,
+    cluster: Address,
+) -> Result<Vec<RegisteredIndexer>, IndexerClientError> {
+    let fail = |source| IndexerClientError::Discovery { cluster, source };
+    let factory = chain
+        .cluster(cluster)
+        .clusterFactory()
+        .call()
+        .await
+        .map_err(|e| fail(chain.call_error("Cluster.clusterFactory", e)))?;
+    let registry = ClusterFactory::new(factory, chain.provider().clone())
+        .indexerRegistry()
+        .call()
+        .await
+        .map_err(|e| fail(chain.call_error("ClusterFactory.indexerRegistry", e)))?;
+    let listed = IndexerRegistry::new(registry, chain.provider().clone())
+        .listIndexers()
+        .call()
+        .await
+        .map_err(|e| fail(chain.call_error("IndexerRegistry.listIndexers", e)))?;
+    let mut indexers = Vec::new();
+    for (id, entry) in listed.into_iter().enumerate() {
+        if !entry.active {
+            continue;
+        }
+        let public_key = entry.ed25519PublicKey.0;
+        if VerifyingKey::from_bytes(&public_key).is_err() {
+            warn!(target: LOG_TARGET, id, endpoint = %entry.endpoint, "registered indexer key is not an Ed25519 point; skipped");
+            continue;
+        }
+        indexers.push(RegisteredIndexer {
+            id: id as u64,
+            endpoint: entry.endpoint,
+            public_key,
+        });
+    }
+    debug!(target: LOG_TARGET, %factory, %registry, active = indexers.len(), "indexers discovered");
+    Ok(indexers)
+}
+
+/// How a session with one indexer ended.
+enum SessionEnd {
+    Shutdown,
+    ChannelClosed,
+    Failed {
+        /// Whether a subscription was open before the failure.
+        subscribed: bool,
+        delivered: u64,
+        error: IndexerClientError,
+    },
+}
+
+struct Client {
+    config: IndexerClientConfig,
+    stats: Arc<IndexerClientStats>,
+    chain: ChainClient,
+    cluster: Address,
+    events: mpsc::Sender<IntakeEvent>,
+    shutdown: Shutdown,
+    /// The last event accepted: a new subscription starts strictly after it.
+    cursor: Option<pb::Cursor>,
+}
+
+impl Client {
+    async fn run(&mut self) {
+        let mut indexers: Vec<RegisteredIndexer> = Vec::new();
+        let mut discovered_at: Option<Instant> = None;
+        let mut next = 0usize;
+        let mut failed_in_round = 0usize;
+        let mut delay = self.config.backoff_initial;
+        info!(target: LOG_TARGET, cluster = %self.cluster, "indexer push subscription starting");
+        loop {
+            if self.shutdown.is_cancelled() || self.events.is_closed() {
+                return;
+            }
+            let stale =
+                discovered_at.is_none_or(|at| at.elapsed() >= self.config.rediscover_interval);
+            if indexers.is_empty() || stale || failed_in_round >= indexers.len() {
+                match discover(&self.chain, self.cluster).await {
+                    Ok(found) => {
+                        if found != indexers {
+                            info!(
+                                target: LOG_TARGET,
+                                indexers = ?found.iter().map(|i| (i.id, i.endpoint.as_str())).collect::<Vec<_>>(),
+                                "registered indexers"
+                            );
+                        }
+                        indexers = found;
+                        discovered_at = Some(Instant::now());
+                    }
+                    Err(error) => {
+                        warn!(target: LOG_TARGET, %error, "indexer discovery failed; polling continues");
+                    }
+                }
+            }
+            if indexers.is_empty() || failed_in_round >= indexers.len() {
+                if indexers.is_empty() {
+                    debug!(target: LOG_TARGET, "no active indexer registered; polling alone");
+                }
+                debug!(target: LOG_TARGET, retry_in_ms = delay.as_millis() as u64, "no indexer usable this round; backing off");
+                if !self.shutdown.sleep_or_cancel(delay).await {
+                    return;
+                }
+                delay = (delay * 2).min(self.config.backoff_max);
+                failed_in_round = 0;
+                continue;
+            }
+            let indexer = indexers[next % indexers.len()].clone();
+            match self.session(&indexer).await {
+                SessionEnd::Shutdown | SessionEnd::ChannelClosed => {
+                    self.stats.set_current(None);
+                    return;
+                }
+                SessionEnd::Failed {
+                    subscribed,
+                    delivered,
+                    error,
+                } => {
+                    self.stats.set_current(None);
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    let rejected = matches!(error, IndexerClientError::Rejected { .. });
+                    if subscribed && !rejected {
+                        // It worked for a while: a restart or a failover, not a dead indexer.
+                        // (An indexer whose push was rejected keeps its backoff.)
+                        delay = self.config.backoff_initial;
+                        failed_in_round = 0;
+                    }
+                    failed_in_round += 1;
+                    next += 1;
+                    let next_endpoint = &indexers[next % indexers.len()].endpoint;
+                    warn!(
+                        target: LOG_TARGET,
+                        indexer = %indexer.endpoint,
+                        %error,
+                        delivered,
+                        cursor = ?self.cursor.as_ref().map(|c| (c.block_number, c.log_index)),
+                        next = %next_endpoint,
+                        "indexer session ended; resubscribing from the last cursor"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Connects to one indexer and forwards its verified pushes until something fails.
+    async fn session(&mut self, indexer: &RegisteredIndexer) -> SessionEnd {
+        let endpoint = indexer.endpoint.clone();
+        let failed = |delivered, error| SessionEnd::Failed {
+            subscribed: false,
+            delivered,
+            error,
+        };
+        let ended = |delivered, error| SessionEnd::Failed {
+            subscribed: true,
+            delivered,
+            error,
+        };
+        self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let channel = tokio::select! {
+            channel = connect(&self.config, &endpoint) => channel,
+            () = self.shutdown.cancelled() => return SessionEnd::Shutdown,
+        };
+        let channel = match channel {
+            Ok(channel) => channel,
+            Err(error) => return failed(0, error),
+        };
+        let mut grpc = GrpcClient::new(channel).max_decoding_message_size(8 * 1024 * 1024);
+        let info = tokio::select! {
+            info = tokio::time::timeout(self.config.connect_timeout, grpc.get_info(pb::GetInfoRequest {})) => info,
+            () = self.shutdown.cancelled() => return SessionEnd::Shutdown,
+        };
+        let info = match info {
+            Ok(Ok(info)) => info.into_inner(),
+            Ok(Err(status)) => {
+                return failed(0, rpc_error(&endpoint, "GetInfo", status));
+            }
+            Err(_) => {
+                return failed(
+                    0,
+                    IndexerClientError::Connect {
+                        endpoint,
+                        reason: format!(
+                            "GetInfo did not answer within {:?}",
+                            self.config.connect_timeout
+                        ),
+                    },
+                );
+            }
+        };
+        if info.public_key.as_slice() != indexer.public_key.as_slice() {
+            return failed(
+                0,
+                IndexerClientError::KeyMismatch {
+                    endpoint,
+                    registered: hex(&indexer.public_key),
+                    served: hex(&info.public_key),
+                },
+            );
+        }
+        if info.chain_id != self.chain.chain_id() {
+            return failed(
+                0,
+                IndexerClientError::WrongChain {
+                    endpoint,
+                    expected: self.chain.chain_id(),
+                    actual: info.chain_id,
+                },
+            );
+        }
+        let Ok(key) = VerifyingKey::from_bytes(&indexer.public_key) else {
+            return failed(
+                0,
+                IndexerClientError::Endpoint {
+                    endpoint,
+                    reason: "its registered key is not an Ed25519 public key".into(),
+                },
+            );
+        };
+        let request = pb::SubscribeRequest {
+            cluster: self.cluster.to_string(),
+            after: self.cursor.clone(),
+            from_block: 0,
+        };
+        let stream = tokio::select! {
+            stream = grpc.subscribe(request) => stream,
+            () = self.shutdown.cancelled() => return SessionEnd::Shutdown,
+        };
+        let mut stream = match stream {
+            Ok(stream) => stream.into_inner(),
+            Err(status) => return failed(0, rpc_error(&endpoint, "Subscribe", status)),
+        };
+        self.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
+        self.stats.set_current(Some(&endpoint));
+        info!(
+            target: LOG_TARGET,
+            indexer = %endpoint,
+            id = indexer.id,
+            after = ?self.cursor.as_ref().map(|c| (c.block_number, c.log_index)),
+            indexer_applied_block = info.applied_block,
+            indexer_catching_up = info.catching_up,
+            connect_ms = started.elapsed().as_millis() as u64,
+            "subscribed to indexer"
+        );
+
+        let mut delivered = 0u64;
+        loop {
+            let message = tokio::select! {
+                message = stream.message() => message,
+                () = self.shutdown.cancelled() => return SessionEnd::Shutdown,
+            };
+            let event = match message {
+                Ok(Some(event)) => event,
+                Ok(None) => return ended(delivered, IndexerClientError::StreamEnded { endpoint }),
+                Err(status) => {
+                    return ended(delivered, rpc_error(&endpoint, "Subscribe stream", status));
+                }
+            };
+            self.stats.received.fetch_add(1, Ordering::Relaxed);
+            let (intake, cursor) = match self.check(&key, event).await {
+                Ok(accepted) => accepted,
+                Err(Checked::Rejected(rejection)) => {
+                    self.stats.reject(&rejection);
+                    error!(
+                        target: LOG_TARGET,
+                        indexer = %endpoint,
+                        %rejection,
+                        "push rejected; nothing applied; dropping this indexer's connection"
+                    );
+                    return ended(
+                        delivered,
+                        IndexerClientError::Rejected {
+                            endpoint,
+                            rejection,
+                        },
+                    );
+                }
+                Err(Checked::Chain(error)) => {
+                    return ended(delivered, IndexerClientError::ChainCheck(error));
+                }
+            };
+            self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+            if let Some(intake) = intake {
+                let sent = tokio::select! {
+                    sent = self.events.send(intake) => sent,
+                    () = self.shutdown.cancelled() => return SessionEnd::Shutdown,
+                };
+                if sent.is_err() {
+                    return SessionEnd::ChannelClosed;
+                }
+                self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                delivered += 1;
+            }
+            self.cursor = cursor;
+        }
+    }
+
+    /// Verifies one push; returns the intake event to forward (if the node acts on it) and the
+    /// cursor after it.
+    async fn check(
+        &self,
+        key: &VerifyingKey,
+        event: pb::SignedEvent,
+    ) -> Result<(Option<IntakeEvent>, Option<pb::Cursor>), Checked> {
+        let body = event
+            .body
+            .as_ref()
+            .ok_or(Checked::Rejected(Rejection::Malformed("no body".into())))?;
+        let signature: [u8; 64] = event.signature.as_slice().try_into().map_err(|_| {
+            Checked::Rejected(Rejection::Malformed(format!(
+                "a signature of {} bytes",
+                event.signature.len()
+            )))
+        })?;
+        key.verify_strict(
+            &signing_payload(event.chain_id, body),
+            &Signature::from_bytes(&signature),
+        )
+        .map_err(|_| Checked::Rejected(Rejection::BadSignature))?;
+        if event.chain_id != self.chain.chain_id() {
+            return Err(Checked::Rejected(Rejection::WrongChain(event.chain_id)));
+        }
+        match body {
+            Body::Reorg(reorg) => {
+                self.stats.reorgs.fetch_add(1, Ordering::Relaxed);
+                warn!(target: LOG_TARGET, from_block = reorg.from_block, "indexer reports a reorg");
+                // Resume from the fork: events at and above it are re-sent from the new chain.
+                let cursor = match &self.cursor {
+                    Some(cursor) if cursor.block_number >= reorg.from_block => {
+                        reorg.from_block.checked_sub(1).map(|block| pb::Cursor {
+                            block_number: block,
+                            log_index: u64::MAX,
+                            // A position between events: nothing there to be orphaned.
+                            block_hash: Vec::new(),
+                        })
+                    }
+                    other => other.clone(),
+                };
+                Ok((
+                    Some(IntakeEvent::Reorged {
+                        from_block: reorg.from_block,
+                    }),
+                    cursor,
+                ))
+            }
+            Body::Log(pushed) => {
+                let log = to_alloy_log(pushed).map_err(Checked::Rejected)?;
+                if log.address() != self.cluster {
+                    return Err(Checked::Rejected(Rejection::WrongCluster(log.address())));
+                }
+                self.cross_check(&log).await?;
+                // With its block hash: an indexer that does not have this event (it was
+                // orphaned) answers a resumption with a reorg notice.
+                let cursor = pb::Cursor {
+                    block_number: pushed.block_number,
+                    log_index: pushed.log_index,
+                    block_hash: pushed.block_hash.clone(),
+                };
+                debug!(
+                    target: LOG_TARGET,
+                    block = pushed.block_number,
+                    log_index = pushed.log_index,
+                    tx = ?log.transaction_hash,
+                    "push verified"
+                );
+                Ok((decode_log(&log), Some(cursor)))
+            }
+        }
+    }
+
+    /// The chain must hold the pushed log: the transaction's receipt in the pushed block, and
+    /// the same address, topics and data at the pushed log index.
+    async fn cross_check(&self, log: &alloy::rpc::types::Log) -> Result<(), Checked> {
+        let (Some(tx), Some(block_hash), Some(block_number), Some(log_index)) = (
+            log.transaction_hash,
+            log.block_hash,
+            log.block_number,
+            log.log_index,
+        ) else {
+            return Err(Checked::Rejected(Rejection::Malformed(
+                "no provenance".into(),
+            )));
+        };
+        let mut attempt = 0;
+        let receipt = loop {
+            attempt += 1;
+            match self.chain.provider().get_transaction_receipt(tx).await {
+                Ok(Some(receipt)) => break receipt,
+                Ok(None) if attempt < self.config.chain_check_attempts => {}
+                Ok(None) => {
+                    return Err(Checked::Rejected(Rejection::NotOnChain(format!(
+                        "no receipt for transaction {tx} after {attempt} attempts"
+                    ))));
+                }
+                Err(source) if attempt < self.config.chain_check_attempts => {
+                    debug!(target: LOG_TARGET, %tx, %source, "receipt read failed; retrying");
+                }
+                Err(source) => {
+                    return Err(Checked::Chain(ChainError::Transport {
+                        call: "eth_getTransactionReceipt".into(),
+                        endpoint: self.chain.endpoint().to_string(),
+                        source,
+                    }));
+                }
+            }
+            if !self
+                .shutdown
+                .sleep_or_cancel(self.config.chain_check_delay)
+                .await
+            {
+                return Err(Checked::Rejected(Rejection::NotOnChain(
+                    "shut down while checking".into(),
+                )));
+            }
+        };
+        if receipt.block_hash != Some(block_hash) || receipt.block_number != Some(block_number) {
+            return Err(Checked::Rejected(Rejection::Mismatch(format!(
+                "transaction {tx} is in block {:?} ({:?}), the push says {block_number} ({block_hash})",
+                receipt.block_number, receipt.block_hash
+            ))));
+        }
+        let Some(on_chain) = receipt
+            .inner
+            .logs()
+            .iter()
+            .find(|l| l.log_index == Some(log_index))
+        else {
+            return Err(Checked::Rejected(Rejection::NotOnChain(format!(
+                "transaction {tx} has no log with index {log_index}"
+            ))));
+        };
+        if on_chain.inner != log.inner {
+            return Err(Checked::Rejected(Rejection::Mismatch(format!(
+                "log {log_index} of transaction {tx} differs in address, topics or data"
+            ))));
+        }
+        if on_chain.transaction_index != log.transaction_index {
+            return Err(Checked::Rejected(Rejection::Mismatch(format!(
+                "transaction {tx} has index {:?} in its block, the push says {:?}",
+                on_chain.transaction_index, log.transaction_index
+            ))));
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of a failed check.
+enum Checked {
+    Rejected(Rejection),
+    Chain(ChainError),
+}
+
+/// The alloy log of a push (checking every length).
+fn to_alloy_log(pushed: &pb::ChainLog) -> Result<alloy::rpc::types::Log, Rejection> {
+    let fixed = |what: &str, bytes: &[u8], len: usize| {
+        if bytes.len() == len {
+            Ok(())
+        } else {
+            Err(Rejection::Malformed(format!(
+                "{what} of {} bytes, not {len}",
+                bytes.len()
+            )))
+        }
+    };
+    fixed("a block hash", &pushed.block_hash, 32)?;
+    fixed("a transaction hash", &pushed.transaction_hash, 32)?;
+    fixed("an address", &pushed.address, 20)?;
+    let mut topics = Vec::with_capacity(pushed.topics.len());
+    for topic in &pushed.topics {
+        fixed("a topic", topic, 32)?;
+        topics.push(B256::from_slice(topic));
+    }
+    let inner = alloy::primitives::Log::new(
+        Address::from_slice(&pushed.address),
+        topics,
+        Bytes::copy_from_slice(&pushed.data),
+    )
+    .ok_or_else(|| Rejection::Malformed(format!("{} topics", pushed.topics.len())))?;
+    Ok(alloy::rpc::types::Log {
+        inner,
+        block_hash: Some(B256::from_slice(&pushed.block_hash)),
+        block_number: Some(pushed.block_number),
+        block_timestamp: None,
+        transaction_hash: Some(B256::from_slice(&pushed.transaction_hash)),
+        transaction_index: Some(pushed.transaction_index),
+        log_index: Some(pushed.log_index),
+        removed: false,
+    })
+}
+
+/// A channel to `endpoint`: TLS assuming h2 for `https://` (field note 10), h2c for `http://`.
+pub async fn connect(
+    config: &IndexerClientConfig,
+    endpoint: &str,
+) -> Result<Channel, IndexerClientError> {
+    let unusable = |reason: String| IndexerClientError::Endpoint {
+        endpoint: endpoint.to_string(),
+        reason,
+    };
+    let uri: Uri = endpoint
+        .parse()
+        .map_err(|e| unusable(format!("not a URI: {e}")))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| unusable("no host".into()))?
+        .to_string();
+    let builder = Endpoint::from_shared(endpoint.to_string())
+        .map_err(|e| unusable(e.to_string()))?
+        .connect_timeout(config.connect_timeout)
+        .http2_keep_alive_interval(config.keepalive_interval)
+        .keep_alive_timeout(config.keepalive_timeout)
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true);
+    let connect_error = |e: tonic::transport::Error| IndexerClientError::Connect {
+        endpoint: endpoint.to_string(),
+        reason: error_chain(&e),
+    };
+    match uri.scheme_str() {
+        Some("https") => {
+            install_ring_provider();
+            // The gateway terminates TLS on its no-suffix route and negotiates no ALPN although
+            // it forwards h2: trust the verified behaviour over the negotiation (field note 10).
+            let mut tls = ClientTlsConfig::new()
+                .with_enabled_roots()
+                .domain_name(host.clone())
+                .assume_http2(true);
+            if let Some(pem) = &config.ca_pem {
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            let builder = builder
+                .tls_config(tls)
+                .map_err(|e| unusable(format!("TLS configuration: {}", error_chain(&e))))?;
+            match config.gateway_connect {
+                Some(gateway) => {
+                    debug!(target: LOG_TARGET, %endpoint, %gateway, sni = %host, "connecting through the gateway address");
+                    let connector = tower::service_fn(move |_: Uri| async move {
+                        tokio::net::TcpStream::connect(gateway)
+                            .await
+                            .map(hyper_util::rt::TokioIo::new)
+                    });
+                    builder
+                        .connect_with_connector(connector)
+                        .await
+                        .map_err(connect_error)
+                }
+                None => builder.connect().await.map_err(connect_error),
+            }
+        }
+        Some("http") => builder.connect().await.map_err(connect_error),
+        other => Err(unusable(format!(
+            "scheme {other:?}; use https (through the gateway) or http (devnet)"
+        ))),
+    }
+}
+
+fn rpc_error(endpoint: &str, call: &'static str, status: tonic::Status) -> IndexerClientError {
+    IndexerClientError::Rpc {
+        endpoint: endpoint.to_string(),
+        call,
+        status: Box::new(status),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    alloy::hex::encode(bytes)
+}
+
+/// An error and its sources on one line (tonic hides the cause, e.g. the TLS or ALPN failure,
+/// in the source chain).
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+trait SleepOrCancel {
+    /// Sleeps `duration`; false when shutdown came first.
+    async fn sleep_or_cancel(&self, duration: Duration) -> bool;
+}
+
+impl SleepOrCancel for Shutdown {
+    async fn sleep_or_cancel(&self, duration: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(duration) => true,
+            () = self.cancelled() => false,
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The gRPC service `attestmesh.indexer.v1.Indexer` (plus gRPC health), and the one place
+//! protobuf requests become domain values and errors become gRPC statuses.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use alloy::primitives::Address;
+use attestmesh_bindings::factory::ClusterFactory;
+use attestmesh_proto::indexer::v1::indexer_server::{Indexer, IndexerServer};
+use attestmesh_proto::indexer::v1::{self as pb};
+use tokio::net::TcpListener;
+use tokio::sync::{OnceCell, mpsc};
+use tokio::task::JoinHandle;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status};
+use tracing::{debug, info, warn};
+
+use crate::LOG_TARGET;
+use crate::error::{IndexerError, Result};
+use crate::rpc::IndexerRpc;
+use crate::shutdown::Shutdown;
+use crate::signing::EventSigner;
+use crate::status::StatusHandle;
+use crate::store::{self, Store};
+
+/// Events read from the store per batch for one subscriber.
+const BATCH: usize = 256;
+/// Events buffered per subscriber stream.
+const STREAM_BUFFER: usize = 512;
+
+/// What needs the chain: set once the chain is connected.
+#[derive(Debug, Clone)]
+pub struct Connected {
+    pub rpc: IndexerRpc,
+    pub signer: Arc<EventSigner>,
+}
+
+/// What the service needs.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub store: Store,
+    pub status: StatusHandle,
+    pub public_key: [u8; 32],
+    pub factory: Address,
+    pub connected: Arc<OnceCell<Connected>>,
+    /// How far below an orphaned resume cursor the stream restarts (the reorg window).
+    pub resend_window: u64,
+    subscribers: Arc<AtomicU64>,
+    next_subscription: Arc<AtomicU64>,
+}
+
+impl Service {
+    pub fn new(
+        store: Store,
+        status: StatusHandle,
+        public_key: [u8; 32],
+        factory: Address,
+        connected: Arc<OnceCell<Connected>>,
+        resend_window: u64,
+    ) -> Self {
+        Self {
+            store,
+            status,
+            public_key,
+            factory,
+            connected,
+            resend_window,
+            subscribers: Arc::default(),
+            next_subscription: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// Whether `cluster` belongs to the followed factory: known from its events, else asked of
+    /// the factory (`isCluster`).
+    async fn check_cluster(&self, cluster: Address) -> Result<(), Status> {
+        if self.store.is_known_cluster(&cluster) {
+            return Ok(());
+        }
+        let Some(Connected { rpc, .. }) = self.connected.get() else {
+            return Err(Status::unavailable(
+                "the indexer is still connecting to the chain; retry shortly",
+            ));
+        };
+        rpc.count("eth_call");
+        let is_cluster = ClusterFactory::new(self.factory, rpc.chain().provider().clone())
+            .isCluster(cluster)
+            .call()
+            .await
+            .map_err(|e| {
+                let error = rpc.chain().call_error("ClusterFactory.isCluster", e);
+                warn!(target: LOG_TARGET, %cluster, %error, "cannot check a subscription's cluster");
+                Status::unavailable(format!("cannot check the cluster on chain: {error}"))
+            })?;
+        if is_cluster {
+            Ok(())
+        } else {
+            Err(Status::not_found(format!(
+                "{cluster} was not created by the factory {} this indexer follows: check the cluster address, or use an indexer of its factory",
+                self.factory
+            )))
+        }
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::SignedEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Indexer for Service {
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let peer = request.remote_addr();
+        let request = request.into_inner();
+        let filter = match request.cluster.trim() {
+            "" => None,
+            text => Some(text.parse::<Address>().map_err(|e| {
+                Status::invalid_argument(format!(
+                    "cluster {text:?} is not an address ({e}); pass 0x-prefixed hex, or empty for every cluster"
+                ))
+            })?),
+        };
+        if let Some(cluster) = filter {
+            self.check_cluster(cluster).await?;
+        }
+        let Some(Connected { signer, .. }) = self.connected.get().cloned() else {
+            return Err(Status::unavailable(
+                "the indexer is still connecting to the chain; retry shortly",
+            ));
+        };
+        let start = match &request.after {
+            Some(cursor) => Start::After {
+                key: store::key(cursor.block_number, cursor.log_index),
+                block_hash: (!cursor.block_hash.is_empty()).then(|| cursor.block_hash.clone()),
+            },
+            None => Start::From(request.from_block),
+        };
+        let id = self.next_subscription.fetch_add(1, Ordering::Relaxed);
+        info!(
+            target: LOG_TARGET,
+            subscription = id,
+            ?peer,
+            cluster = ?filter,
+            after = ?request.after.as_ref().map(|c| (c.block_number, c.log_index)),
+            from_block = request.from_block,
+            "subscription opened"
+        );
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let store = self.store.clone();
+        let subscribers = Arc::clone(&self.subscribers);
+        let status = self.status.clone();
+        let count = subscribers.fetch_add(1, Ordering::Relaxed) + 1;
+        status.update(|s| s.subscribers = count);
+        let window = self.resend_window;
+        // Nothing exists below the start block: a resend never needs to go lower.
+        let floor = self
+            .status
+            .snapshot()
+            .and_then(|s| s.start_block)
+            .unwrap_or(0);
+        tokio::spawn(async move {
+            let sent = match resume(&store, &signer, start, (window, floor), &tx, id).await {
+                Some(after) => feed(&store, filter, after, &tx).await,
+                None => 0,
+            };
+            let count = subscribers
+                .fetch_sub(1, Ordering::Relaxed)
+                .saturating_sub(1);
+            status.update(|s| s.subscribers = count);
+            info!(target: LOG_TARGET, subscription = id, sent, "subscription closed");
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_info(
+        &self,
+        _request: Request<pb::GetInfoRequest>,
+    ) -> Result<Response<pb::Info>, Status> {
+        let status = self
+            .status
+            .snapshot()
+            .ok_or_else(|| Status::internal("the status lock is poisoned"))?;
+        let chain_id = status.chain_id.ok_or_else(|| {
+            Status::unavailable("the indexer is still connecting to the chain; retry shortly")
+        })?;
+        Ok(Response::new(pb::Info {
+            public_key: self.public_key.to_vec(),
+            chain_id,
+            factory: self.factory.to_string(),
+            applied_block: status.applied_block.unwrap_or_default(),
+            head_block: status.head.unwrap_or_default(),
+            catching_up: status.catching_up,
+            start_block: status.start_block.unwrap_or_default(),
+        }))
+    }
+}
+
+/// Where a subscription starts.
+#[derive(Debug)]
+enum Start {
+    /// At this block (inclusive).
+    From(u64),
+    /// Strictly after the client's last event, which was in the block with this hash.
+    After {
+        key: store::Key,
+        block_hash: Option<Vec<u8>>,
+    },
+}
+
+/// The key to stream after. A resume cursor whose event is not on this indexer's chain (it was
+/// orphaned, perhaps seen through another indexer) gets a signed reorg notice and restarts
+/// `window` blocks below it (not below `floor`, the start block): the fork is at most that
+/// deep, and duplicates are harmless.
+/// `None` when the subscriber went away while the indexer caught up to its cursor.
+async fn resume(
+    store: &Store,
+    signer: &EventSigner,
+    start: Start,
+    (window, floor): (u64, u64),
+    tx: &mpsc::Sender<Result<pb::SignedEvent, Status>>,
+    subscription: u64,
+) -> Option<Option<store::Key>> {
+    let (key, block_hash) = match start {
+        Start::From(block) => return Some(store::before_block(block)),
+        Start::After {
+            key,
+            block_hash: None,
+        } => return Some(Some(key)),
+        Start::After {
+            key,
+            block_hash: Some(hash),
+        } => (key, hash),
+    };
+    let block = store::block_of(key);
+    // The cursor's block must be applied here before it can be judged.
+    let mut changes = store.changes();
+    loop {
+        changes.borrow_and_update();
+        if store
+            .applied_block()
+            .is_some_and(|applied| applied >= block)
+        {
+            break;
+        }
+        tokio::select! {
+            changed = changes.changed() => changed.ok()?,
+            () = tx.closed() => return None,
+        }
+    }
+    if store.block_hash_at(key).as_deref() == Some(block_hash.as_slice()) {
+        return Some(Some(key));
+    }
+    let from_block = block.saturating_sub(window).max(floor).min(block);
+    warn!(
+        target: LOG_TARGET,
+        subscription,
+        cursor_block = block,
+        from_block,
+        "the subscriber's cursor is not on this chain (orphaned); sending a reorg notice"
+    );
+    tx.send(Ok(signer.sign_reorg(from_block))).await.ok()?;
+    Some(store::before_block(from_block))
+}
+
+/// Streams the store to one subscriber until it goes away; returns how many events were sent.
+async fn feed(
+    store: &Store,
+    filter: Option<Address>,
+    after: Option<store::Key>,
+    tx: &mpsc::Sender<Result<pb::SignedEvent, Status>>,
+) -> u64 {
+    let mut changes = store.changes();
+    let mut cursor = store.cursor(after);
+    let mut sent = 0u64;
+    loop {
+        // Mark the version seen before reading, so a change during the read wakes us again.
+        changes.borrow_and_update();
+        let batch = store.read(&mut cursor, filter, BATCH);
+        let empty = batch.reorg.is_none() && batch.events.is_empty();
+        for event in batch.reorg.into_iter().chain(batch.events) {
+            if tx.send(Ok(event.as_ref().clone())).await.is_err() {
+                return sent;
+            }
+            sent += 1;
+        }
+        if empty {
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return sent;
+                    }
+                }
+                () = tx.closed() => return sent,
+            }
+        }
+    }
+}
+
+/// Binds the gRPC listener and serves until shutdown.
+pub async fn serve(
+    listen: SocketAddr,
+    service: Service,
+    shutdown: Shutdown,
+) -> Result<(SocketAddr, JoinHandle<Result<()>>)> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| IndexerError::Listen {
+            what: "gRPC",
+            address: listen,
+            source,
+        })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| IndexerError::Listen {
+            what: "gRPC",
+            address: listen,
+            source,
+        })?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<IndexerServer<Service>>().await;
+    info!(target: LOG_TARGET, listen = %local, "gRPC listener up (attestmesh.indexer.v1.Indexer)");
+    let incoming = TcpListenerStream::new(listener);
+    let task = tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(health)
+            .add_service(IndexerServer::new(service))
+            .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
+            .await;
+        debug!(target: LOG_TARGET, ok = served.is_ok(), "gRPC server stopped");
+        served.map_err(|e| IndexerError::Server {
+            what: "gRPC",
+            reason: e.to_string(),
+        })
+    });
+    Ok((local, task))
+}
