@@ -1,5 +1,5 @@
-//! check-indexer: the key from a health endpoint shaped like the indexer's `/healthz`, and from
-//! a coloured boot log (field note 9). The indexer itself is not part of these tests.
+//! check-indexer: the key from a health endpoint shaped like the indexer's `/healthz` (and from the
+//! real indexer's), and from a coloured boot log (field note 9).
 
 use alloy::primitives::{Address, B256};
 use axum::routing::get;
@@ -126,4 +126,90 @@ async fn check_indexer_scrapes_a_coloured_log_file() {
     operator(&["check-indexer", "--log-file", log.to_str().unwrap()])
         .await
         .fails_with(&["no ed25519_public_key or public_key followed by 64 hex digits"]);
+}
+
+/// The real indexer (in-process, its key derived through a dstack simulator): `check-indexer`
+/// reads its boot-derived key from its live `/healthz` and checks chain and factory.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_indexer_against_the_real_indexer() {
+    use attestmesh_devnet::dstack_simulator::{DstackSimulator, KeySource, SimulatorConfig};
+    use attestmesh_devnet::local_chain::{LocalChain, LocalChainConfig};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: attestmesh_indexer::config::IndexerArgs,
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let chain = LocalChain::start(LocalChainConfig::default())
+        .await
+        .unwrap();
+    let factory = chain.deployment().cluster_factory;
+    let socket = dir.path().join("indexer.dstack.sock");
+    let simulator = SimulatorConfig::new(
+        attestmesh_dstack::EthAddress([0x1d; 20]),
+        KeySource::DevnetSeed("attestmesh-devnet".into()),
+    );
+    let _dstack = DstackSimulator::spawn(simulator, &socket).unwrap();
+    let expected = attestmesh_indexer::derive_key(&attestmesh_dstack::DstackClient::new(
+        attestmesh_dstack::Endpoint::Unix(socket.clone()),
+    ))
+    .await
+    .unwrap()
+    .verifying_key()
+    .to_bytes();
+
+    let config = Cli::parse_from([
+        "attestmesh-indexer",
+        "--chain.rpc-url",
+        chain.rpc_url().as_str(),
+        "--factory",
+        &factory.to_string(),
+        "--grpc.listen",
+        "127.0.0.1:0",
+        "--health.listen",
+        "127.0.0.1:0",
+        "--dstack.socket",
+        &socket.display().to_string(),
+    ])
+    .args
+    .resolve()
+    .unwrap();
+    let shutdown = attestmesh_indexer::shutdown::Shutdown::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(attestmesh_indexer::run(
+        config,
+        shutdown.clone(),
+        move |listening| {
+            let _ = tx.send(listening.health);
+        },
+    ));
+    let health = rx.await.expect("the indexer's listeners come up");
+    let url = format!("http://{health}/healthz");
+    let report = operator(&[
+        "--json",
+        "check-indexer",
+        "--health-url",
+        &url,
+        "--expected-chain-id",
+        "31337",
+        "--factory",
+        &factory.to_string(),
+        "--expected-key",
+        &alloy::hex::encode(expected),
+    ])
+    .await
+    .json();
+    assert_eq!(
+        report["ed25519_public_key"]
+            .as_str()
+            .unwrap()
+            .parse::<B256>()
+            .unwrap(),
+        B256::from(expected)
+    );
+    shutdown.cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
 }
