@@ -306,7 +306,9 @@ pub fn member_salt(node_name: &str) -> B256 {
     keccak256(node_name.as_bytes())
 }
 
-async fn place_entry_point(client: &ChainClient) -> Result<()> {
+/// Puts EntryPoint v0.7 at its canonical address (npm bytecode through the deterministic
+/// deployer, as on Base) unless code is already there. `client` must sign with a funded key.
+pub async fn place_entry_point(client: &ChainClient) -> Result<()> {
     if client
         .require_code("EntryPoint v0.7", ENTRY_POINT_V07)
         .await

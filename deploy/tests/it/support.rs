@@ -7,11 +7,8 @@ use alloy::node_bindings::{Anvil, AnvilInstance};
 use alloy::primitives::{Address, Bytes};
 use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
-use attestmesh_bindings::ENTRY_POINT_V07;
 use attestmesh_chain::ChainClient;
-use attestmesh_devnet::local_chain::{
-    CREATE2_DEPLOYER, ENTRY_POINT_SALT, foundry_binary, project_root,
-};
+use attestmesh_devnet::local_chain::{foundry_binary, project_root};
 use url::Url;
 
 /// Logs to the test's captured output.
@@ -70,31 +67,7 @@ impl Chain {
     /// EntryPoint v0.7 at its canonical address from the npm bytecode through the
     /// deterministic deployer, exactly as it exists on Base.
     pub async fn place_entry_point(&self) {
-        let client = self.client().await;
-        if client
-            .require_code("EntryPoint", ENTRY_POINT_V07)
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        let artifact = project_root()
-            .join("node_modules/@account-abstraction/contracts/artifacts/EntryPoint.json");
-        let artifact: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(artifact).unwrap()).unwrap();
-        let bytecode: Bytes = artifact["bytecode"].as_str().unwrap().parse().unwrap();
-        let mut data = ENTRY_POINT_SALT.to_vec();
-        data.extend_from_slice(&bytecode);
-        client
-            .send_transaction(
-                "CREATE2 deployer (EntryPoint)",
-                CREATE2_DEPLOYER,
-                data.into(),
-            )
-            .await
-            .unwrap();
-        client
-            .require_code("EntryPoint", ENTRY_POINT_V07)
+        attestmesh_devnet::local_chain::place_entry_point(&self.client().await)
             .await
             .unwrap();
     }
