@@ -8,7 +8,7 @@ FOUNDRY := node_modules/@foundry-rs
 FORGE := $(FOUNDRY)/forge-linux-amd64/bin/forge
 CARGO ?= cargo
 
-.PHONY: help deps system-deps build fmt lint bindings bindings-check devnet devnet-down test test-contracts test-deploy test-rust snapshots clean
+.PHONY: help demo deps system-deps build fmt lint bindings bindings-check devnet devnet-down test test-contracts test-deploy test-rust snapshots clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -63,6 +63,12 @@ test: lint test-contracts test-deploy test-rust ## Everything CI runs
 snapshots: deps ## Re-record gas snapshots after an intended gas change (commit snapshots/)
 	rm -rf snapshots
 	$(FORGE) test
+
+# EXIT_WHEN_HEALTHY=1: exit 0 once every node is healthy and the round trip worked.
+demo: deps ## The devnet and NODES=3 agents, each in its own namespace with attestmesh0, shown healthy (needs root); Ctrl-C stops and cleans up
+	$(CARGO) build --quiet -p cluster-mesh-agent -p attestmesh-devnet --bins
+	target/debug/attestmesh-devnet demo --nodes $(or $(NODES),3) --agent-bin target/debug/cluster-mesh-agent \
+		$(if $(filter 1 true yes,$(EXIT_WHEN_HEALTHY)),--exit-when-healthy)
 
 devnet: deps ## Bring the local devnet up in the foreground (NODES=3); Ctrl-C stops it
 	$(CARGO) run --quiet -p attestmesh-devnet -- up --nodes $(or $(NODES),3)

@@ -1,30 +1,21 @@
 //! `cluster-mesh-agent status`: reads the API socket and prints the node's state.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use attestmesh_proto::agent::v1 as pb;
 use attestmesh_proto::agent::v1::agent_client::AgentClient;
-use hyper_util::rt::TokioIo;
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 /// Connects a gRPC client to the agent's unix socket.
 pub async fn connect(socket: &Path) -> eyre::Result<AgentClient<Channel>> {
-    let path: PathBuf = socket.to_path_buf();
-    // The URI is required by tonic but unused: the connector always dials the socket.
-    let channel = Endpoint::try_from("http://agent.local")?
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-        }))
+    attestmesh_proto::agent::connect_unix(socket)
         .await
         .map_err(|e| {
             eyre::eyre!(
                 "cannot reach the agent at {}: {e} (is it running? is the path right?)",
                 socket.display()
             )
-        })?;
-    Ok(AgentClient::new(channel))
+        })
 }
 
 /// Prints phase, identity and peers.

@@ -3,6 +3,7 @@
 //! and the receipt, with transient failures retried and every failure said in words.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::primitives::{Address, B256, Bytes, U256, aliases::U192};
@@ -138,6 +139,10 @@ pub struct SponsoredSender {
     owner: PrivateKeySigner,
     account: Address,
     options: SendOptions,
+    /// Held from the nonce read to the receipt. Operations of one account take sequential
+    /// nonces, so two sent at once read the same nonce and one fails with AA25; every clone of
+    /// this sender shares the lock, so concurrent callers queue instead.
+    in_flight: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SponsoredSender {
@@ -160,6 +165,7 @@ impl SponsoredSender {
             owner,
             account,
             options: SendOptions::default(),
+            in_flight: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -199,6 +205,7 @@ impl SponsoredSender {
         call_data: Bytes,
         init: Option<InitCode>,
     ) -> Result<UserOperationReceipt, UserOpError> {
+        let _turn = self.in_flight.lock().await;
         let nonce = self.nonce().await?;
         let partial = PartialUserOperation {
             sender: self.account,

@@ -8,7 +8,7 @@ use tracing::warn;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 
-use crate::{bundler, dstack_simulator, gas_manager, gateway, up};
+use crate::{bundler, demo, dstack_simulator, gas_manager, gateway, up};
 
 /// AttestMesh local devnet.
 #[derive(Debug, Parser)]
@@ -26,6 +26,10 @@ pub enum Command {
     /// cluster, webhook, bundler, gas manager, gateway, a dstack simulator per node), write
     /// `.devnet/endpoints.json`, and run until interrupted.
     Up(up::UpArgs),
+    /// The devnet plus N real agents, each in its own network namespace with its own
+    /// attestmesh0: shows them come up, then shows the cluster working (live peers, a message
+    /// round trip, the same CSK everywhere). Needs root.
+    Demo(demo::DemoArgs),
     /// Stop what a crashed `up` left running and remove its files.
     Down(up::DownArgs),
     /// Run a dstack guest-agent simulator on a unix socket until interrupted.
@@ -43,8 +47,16 @@ pub enum Command {
 
 /// Run the parsed command line.
 pub async fn run(cli: Cli) -> eyre::Result<()> {
-    init_logging()?;
+    // The demo prints its own progress; its logs only say what went wrong unless RUST_LOG asks.
+    let default_level = match cli.command {
+        Command::Demo(_) => LevelFilter::WARN,
+        _ => LevelFilter::INFO,
+    };
+    init_logging(default_level)?;
     match cli.command {
+        Command::Demo(args) => demo::demo(args, shutdown_signal()?)
+            .await
+            .wrap_err("the demo failed"),
         Command::Up(args) => up::up(args, shutdown_signal()?)
             .await
             .wrap_err("devnet up failed"),
@@ -64,11 +76,11 @@ pub async fn run(cli: Cli) -> eyre::Result<()> {
     }
 }
 
-/// Logs go to stderr, `RUST_LOG` filters (default info), and colour only on a terminal:
-/// escape codes in captured logs break scraping (field note 9).
-fn init_logging() -> eyre::Result<()> {
+/// Logs go to stderr, `RUST_LOG` filters (default `default_level`), and colour only on a
+/// terminal: escape codes in captured logs break scraping (field note 9).
+fn init_logging(default_level: LevelFilter) -> eyre::Result<()> {
     let filter = EnvFilter::builder()
-        .with_default_directive(LevelFilter::INFO.into())
+        .with_default_directive(default_level.into())
         .from_env()
         .wrap_err("RUST_LOG is not a valid tracing filter")?;
     tracing_subscriber::fmt()

@@ -12,6 +12,29 @@ pub mod agent {
     pub mod v1 {
         tonic::include_proto!("attestmesh.agent.v1");
     }
+
+    use std::path::{Path, PathBuf};
+
+    /// A gRPC client on the agent's unix socket: the one way every AttestMesh program (the
+    /// agent's `status`, the devnet demo, the tests) reaches an agent's API.
+    pub async fn connect_unix(
+        socket: &Path,
+    ) -> Result<v1::agent_client::AgentClient<tonic::transport::Channel>, tonic::transport::Error>
+    {
+        let path: PathBuf = socket.to_path_buf();
+        // The URI is required by tonic but unused: the connector always dials the socket.
+        let channel = tonic::transport::Endpoint::from_static("http://agent.local")
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await?;
+        Ok(v1::agent_client::AgentClient::new(channel))
+    }
 }
 
 pub mod indexer {

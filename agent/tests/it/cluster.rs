@@ -3,193 +3,42 @@
 //! through the gateway emulator. Needs root and /dev/net/tun; without them these tests fail and
 //! say which prerequisite is missing.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use alloy::primitives::keccak256;
-use attestmesh_devnet::netns::{Netns, require_privileges};
-
-use attestmesh_devnet::stack::{Stack, StackConfig};
+use attestmesh_devnet::cluster::{Cluster, ClusterNode};
 use attestmesh_proto::agent::v1 as pb;
-use tokio::process::{Child, Command};
 
 use crate::harness::{DEADLINE, init_logs};
 
-const ANY: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+const AGENT: &str = env!("CARGO_BIN_EXE_cluster-mesh-agent");
 
-/// One node: its namespace, its agent process, where its API and health endpoint are.
-pub struct ClusterNode {
-    pub name: String,
-    pub netns: Netns,
-    pub host_ip: Ipv4Addr,
-    pub ns_ip: Ipv4Addr,
-    pub socket: PathBuf,
-    pub log: PathBuf,
-    pub agent: Option<Child>,
+/// The devnet and `count` agents, each in its own namespace.
+pub async fn start(dir: &Path, count: usize) -> Cluster {
+    init_logs();
+    Cluster::start(dir, count, Path::new(AGENT))
+        .await
+        .expect("the cluster starts")
 }
 
-impl ClusterNode {
-    pub fn health_url(&self) -> String {
-        format!("http://{}:9090/healthz", self.ns_ip)
-    }
-
-    pub async fn client(
-        &self,
-    ) -> attestmesh_proto::agent::v1::agent_client::AgentClient<tonic::transport::Channel> {
-        attestmesh_agent::status::connect(&self.socket)
-            .await
-            .expect("agent API reachable")
-    }
-
-    pub async fn kill(&mut self) {
-        if let Some(mut child) = self.agent.take() {
-            let _ = child.kill().await;
-        }
-    }
+/// The devnet and `count` nodes, agents not started yet.
+pub async fn prepare(dir: &Path, count: usize) -> Cluster {
+    init_logs();
+    Cluster::prepare(dir, count, Path::new(AGENT))
+        .await
+        .expect("the cluster is prepared")
 }
 
-/// A devnet whose services listen where namespaces can reach them, plus N nodes.
-pub struct Cluster {
-    pub stack: Stack,
-    pub nodes: Vec<ClusterNode>,
-}
-
-impl Cluster {
-    pub async fn start(dir: &Path, count: usize) -> Self {
-        let mut cluster = Self::start_paused(dir, count).await;
-        for i in 0..count {
-            cluster.start_agent(i);
-        }
-        cluster
-    }
-
-    /// Like [`Cluster::start`] but without starting the agents (faults can be set up first).
-    pub async fn start_paused(dir: &Path, count: usize) -> Self {
-        init_logs();
-        if let Err(missing) = require_privileges() {
-            panic!("whole-cluster tests need {missing}");
-        }
-        let mut config = StackConfig::new(dir.join("devnet"));
-        config.chain.host = Some(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        config.bundler_listen = ANY;
-        config.gas_manager_listen = ANY;
-        config.gateway_listen = ANY;
-        let mut stack = Stack::start(config).await.expect("devnet starts");
-        let mut nodes = Vec::new();
-        for i in 1..=count {
-            let name = format!("node-{i}");
-            stack.add_node(&name).await.unwrap();
-            let netns = Netns::create_unique().expect("namespace");
-            let (host_ip, ns_ip) = (netns.host_ip(), netns.ns_ip());
-            let account = stack.nodes[i - 1].account;
-            stack.gateway.add_route(
-                attestmesh_dstack::EthAddress(account.into_array()),
-                std::net::IpAddr::V4(ns_ip),
-            );
-            nodes.push(ClusterNode {
-                socket: dir.join(format!("{name}.agent.sock")),
-                log: dir.join(format!("{name}.log")),
-                name,
-                netns,
-                host_ip,
-                ns_ip,
-                agent: None,
-            });
-        }
-        Self { stack, nodes }
-    }
-
-    /// Starts (or restarts) node `i`'s agent process inside its namespace.
-    pub fn start_agent(&mut self, i: usize) {
-        let node = &self.nodes[i];
-        let host = node.host_ip;
-        let port = |url: &url::Url| url.port().unwrap_or(80);
-        let chain_port = port(self.stack.chain.rpc_url());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)
-            .unwrap();
-        let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", node.netns.name()])
-            .arg(env!("CARGO_BIN_EXE_cluster-mesh-agent"))
-            .arg("run")
-            .args([
-                "--dstack.socket",
-                &self.stack.nodes[i].dstack_socket.display().to_string(),
-            ])
-            .args(["--chain.rpc-url", &format!("http://{host}:{chain_port}")])
-            .args(["--chain.id", &self.stack.config.chain.chain_id.to_string()])
-            .args([
-                "--bundler.url",
-                &format!("http://{host}:{}", port(self.stack.bundler_url())),
-            ])
-            .args([
-                "--gas-manager.url",
-                &format!("http://{host}:{}", port(self.stack.gas_manager.url())),
-            ])
-            .args(["--gas-manager.policy-id", &self.stack.config.policy_id])
-            .args([
-                "--gateway.connect",
-                &format!("{host}:{}", self.stack.gateway.local_addr().port()),
-            ])
-            .args(["--gateway.domain", self.stack.gateway.domain()])
-            .args(["--health.listen", "0.0.0.0:9090"])
-            .args(["--api.socket", &node.socket.display().to_string()])
-            .args(["--poll.interval-secs", "1"])
-            .env("RUST_LOG", "info,attestmesh=debug")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .kill_on_drop(true);
-        let child = command.spawn().expect("agent starts");
-        self.nodes[i].agent = Some(child);
-    }
-
-    /// Waits until every node's /healthz answers 200.
-    pub async fn wait_all_healthy(&self) {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap();
-        let deadline = tokio::time::Instant::now() + DEADLINE * 2;
-        loop {
-            let mut healthy = 0;
-            let mut states = Vec::new();
-            for node in &self.nodes {
-                match http.get(node.health_url()).send().await {
-                    Ok(r) => {
-                        let code = r.status().as_u16();
-                        let body = r.text().await.unwrap_or_default();
-                        if code == 200 {
-                            healthy += 1;
-                        }
-                        states.push(format!("{}: {code} {body}", node.name));
-                    }
-                    Err(e) => states.push(format!("{}: {e}", node.name)),
-                }
-            }
-            if healthy == self.nodes.len() {
-                return;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                for node in &self.nodes {
-                    let log = std::fs::read_to_string(&node.log).unwrap_or_default();
-                    let tail: Vec<_> = log.lines().rev().take(40).collect();
-                    eprintln!(
-                        "=== {} log tail ===\n{}",
-                        node.name,
-                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                    );
-                }
-                panic!("not every node became healthy: {states:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
+/// Waits until every node is healthy; phase changes go to the test's output.
+pub async fn healthy(cluster: &mut Cluster) -> Duration {
+    cluster
+        .wait_all_healthy(DEADLINE * 2, |view| {
+            eprintln!("{}: {} {:?}", view.name, view.phase(), view.status)
+        })
+        .await
+        .expect("every node becomes healthy")
 }
 
 /// Three nodes come up on the devnet, each in its own namespace with its own attestmesh0,
@@ -198,8 +47,8 @@ impl Cluster {
 #[tokio::test(flavor = "multi_thread")]
 async fn three_nodes_converge_share_the_csk_and_carry_tcp() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start(dir.path(), 3).await;
-    cluster.wait_all_healthy().await;
+    let mut cluster = start(dir.path(), 3).await;
+    healthy(&mut cluster).await;
 
     let commitment = cluster
         .stack
@@ -210,7 +59,7 @@ async fn three_nodes_converge_share_the_csk_and_carry_tcp() {
         .unwrap()
         .expect("committed");
     for node in &cluster.nodes {
-        let mut client = node.client().await;
+        let mut client = node.client().await.unwrap();
         let csk = client
             .get_cluster_shared_key(pb::GetClusterSharedKeyRequest {})
             .await
@@ -256,6 +105,7 @@ async fn three_nodes_converge_share_the_csk_and_carry_tcp() {
         cluster.nodes[1]
             .client()
             .await
+            .unwrap()
             .get_self(pb::GetSelfRequest {})
             .await
             .unwrap()
@@ -300,21 +150,10 @@ async fn three_nodes_converge_share_the_csk_and_carry_tcp() {
     assert_eq!(&reply, b"mesh!");
 }
 
-async fn status(node: &ClusterNode) -> Option<pb::MeshStatus> {
-    let mut client = attestmesh_agent::status::connect(&node.socket).await.ok()?;
-    Some(
-        client
-            .get_mesh_status(pb::GetMeshStatusRequest {})
-            .await
-            .ok()?
-            .into_inner(),
-    )
-}
-
 async fn wait_live_peers(node: &ClusterNode, what: &str, want: u32) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let current = status(node).await;
+        let current = node.status().await;
         if current.as_ref().is_some_and(|s| s.live_peers == want) {
             return;
         }
@@ -328,15 +167,7 @@ async fn wait_live_peers(node: &ClusterNode, what: &str, want: u32) {
 }
 
 async fn healthz_code(node: &ClusterNode) -> u16 {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    http.get(node.health_url())
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
+    node.healthz().await.unwrap_or(0)
 }
 
 /// A killed node is reported down by the others within the missed-beat window and live again
@@ -347,8 +178,8 @@ async fn healthz_code(node: &ClusterNode) -> u16 {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_node_flaps_without_closing_the_gate_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::start(dir.path(), 3).await;
-    cluster.wait_all_healthy().await;
+    let mut cluster = start(dir.path(), 3).await;
+    healthy(&mut cluster).await;
 
     cluster.nodes[2].kill().await;
     wait_live_peers(&cluster.nodes[0], "reported node-3 down", 1).await;
@@ -360,8 +191,8 @@ async fn a_killed_node_flaps_without_closing_the_gate_and_recovers() {
     );
     assert_eq!(healthz_code(&cluster.nodes[1]).await, 200);
 
-    cluster.start_agent(2);
-    cluster.wait_all_healthy().await;
+    cluster.start_agent(2).unwrap();
+    healthy(&mut cluster).await;
     wait_live_peers(&cluster.nodes[0], "node-3 live again", 2).await;
 
     let dropped = cluster.stack.gateway.drop_all_connections();
@@ -382,16 +213,16 @@ async fn a_killed_node_flaps_without_closing_the_gate_and_recovers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_whole_cluster_restarted_at_once_recovers_on_its_own() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::start(dir.path(), 3).await;
-    cluster.wait_all_healthy().await;
+    let mut cluster = start(dir.path(), 3).await;
+    healthy(&mut cluster).await;
     for node in &mut cluster.nodes {
         node.kill().await;
     }
     let restarted = tokio::time::Instant::now();
     for i in 0..cluster.nodes.len() {
-        cluster.start_agent(i);
+        cluster.start_agent(i).unwrap();
     }
-    cluster.wait_all_healthy().await;
+    healthy(&mut cluster).await;
     println!(
         "simultaneous restart of {} nodes → all healthy in {:?}",
         cluster.nodes.len(),
@@ -416,11 +247,12 @@ async fn forged_and_replayed_heartbeats_never_make_a_peer_live() {
     use attestmesh_agent::heartbeat::{HEARTBEAT_PORT, HeartbeatBody, encode};
 
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start(dir.path(), 2).await;
-    cluster.wait_all_healthy().await;
+    let mut cluster = start(dir.path(), 2).await;
+    healthy(&mut cluster).await;
     let target_ip = cluster.nodes[0]
         .client()
         .await
+        .unwrap()
         .get_self(pb::GetSelfRequest {})
         .await
         .unwrap()
@@ -429,6 +261,7 @@ async fn forged_and_replayed_heartbeats_never_make_a_peer_live() {
     let sender_id = cluster.nodes[1]
         .client()
         .await
+        .unwrap()
         .get_self(pb::GetSelfRequest {})
         .await
         .unwrap()
@@ -509,7 +342,7 @@ async fn forged_and_replayed_heartbeats_never_make_a_peer_live() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let status = status(&cluster.nodes[0]).await.unwrap();
+    let status = cluster.nodes[0].status().await.unwrap();
     assert_eq!(
         status.live_peers, 1,
         "only the real peer is live: {status:?}"
@@ -533,7 +366,7 @@ async fn dropped_heartbeats(node: &ClusterNode) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cluster_converges_through_loss_and_delay() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::start_paused(dir.path(), 3).await;
+    let mut cluster = prepare(dir.path(), 3).await;
     cluster
         .stack
         .gateway
@@ -562,9 +395,9 @@ async fn the_cluster_converges_through_loss_and_delay() {
         );
     }
     for i in 0..cluster.nodes.len() {
-        cluster.start_agent(i);
+        cluster.start_agent(i).unwrap();
     }
-    cluster.wait_all_healthy().await;
+    healthy(&mut cluster).await;
 }
 
 /// The originator restarted alone recovers its CSK by re-derivation from its TEE, without
@@ -572,13 +405,14 @@ async fn the_cluster_converges_through_loss_and_delay() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_originator_restarted_alone_re_derives_without_asking_anyone() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::start(dir.path(), 2).await;
-    cluster.wait_all_healthy().await;
+    let mut cluster = start(dir.path(), 2).await;
+    healthy(&mut cluster).await;
     let mut originator = None;
     for (i, node) in cluster.nodes.iter().enumerate() {
         if node
             .client()
             .await
+            .unwrap()
             .get_self(pb::GetSelfRequest {})
             .await
             .unwrap()
@@ -594,8 +428,8 @@ async fn the_originator_restarted_alone_re_derives_without_asking_anyone() {
     let log_before = std::fs::read_to_string(&cluster.nodes[i].log)
         .unwrap_or_default()
         .len();
-    cluster.start_agent(i);
-    cluster.wait_all_healthy().await;
+    cluster.start_agent(i).unwrap();
+    healthy(&mut cluster).await;
     let log = std::fs::read_to_string(&cluster.nodes[i].log).unwrap();
     let after_restart = &log[log_before..];
     assert!(
@@ -617,11 +451,12 @@ async fn a_revoked_member_cannot_obtain_the_csk() {
     use attestmesh_bindings::cluster::Cluster as ClusterContract;
 
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start(dir.path(), 2).await;
-    cluster.wait_all_healthy().await;
+    let mut cluster = start(dir.path(), 2).await;
+    healthy(&mut cluster).await;
     let me = cluster.nodes[1]
         .client()
         .await
+        .unwrap()
         .get_self(pb::GetSelfRequest {})
         .await
         .unwrap()
@@ -629,6 +464,7 @@ async fn a_revoked_member_cannot_obtain_the_csk() {
     let responder = cluster.nodes[0]
         .client()
         .await
+        .unwrap()
         .get_self(pb::GetSelfRequest {})
         .await
         .unwrap()

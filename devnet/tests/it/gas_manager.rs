@@ -505,6 +505,40 @@ async fn paymaster_hash_matches_the_contracts_get_hash() {
     assert_eq!(returned.validationData & U256::from(1), U256::from(1));
 }
 
+/// Operations of one account sent at once (the agent sends endpoint envelopes to every peer in
+/// parallel) all land: the sender queues them instead of letting two read the same nonce and
+/// one fail with AA25.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_sends_from_one_account_all_land_in_nonce_order() {
+    let devnet = devnet().await;
+    let registration = registration(&devnet.chain, &devnet.cluster, devnet.account, "node-1").await;
+    let sender = sender(&devnet, registration.owner.clone());
+    sender
+        .send(registration.call_data.clone(), None)
+        .await
+        .unwrap();
+    let member = devnet
+        .chain
+        .operator_client()
+        .member_of(devnet.cluster.address, devnet.account)
+        .await
+        .unwrap()
+        .expect("registered");
+    let sends = (1..=4u8).map(|envelope| {
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            sender
+                .send(execute(message(member.id, envelope)), None)
+                .await
+        })
+    });
+    for send in sends.collect::<Vec<_>>() {
+        let receipt = send.await.unwrap().expect("every concurrent send lands");
+        assert!(receipt.success);
+    }
+    assert_eq!(sender.nonce().await.unwrap(), U256::from(5));
+}
+
 /// Field note 5 regression: the nonce was once read through a bundler method that did not exist,
 /// the error swallowed into nonce = 0. A chain RPC whose eth_call fails must make
 /// `SponsoredSender::nonce()` (and so `send`) fail, naming the call.

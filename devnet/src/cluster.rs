@@ -1,0 +1,391 @@
+//! A working cluster on the devnet: every node a real `cluster-mesh-agent` process in its own
+//! network namespace (with its own `attestmesh0`), the devnet services in the root namespace,
+//! peers reached through the gateway emulator. The demo, the benchmarks and the whole-cluster
+//! tests all start clusters here, so they exercise the same thing a user runs.
+//!
+//! Needs root and `/dev/net/tun` ([`crate::netns::require_privileges`] says which is missing).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use attestmesh_proto::agent::v1 as pb;
+use attestmesh_proto::agent::v1::agent_client::AgentClient;
+use eyre::WrapErr;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+use tonic::transport::Channel;
+use tracing::{debug, info};
+
+use crate::netns::{Netns, require_privileges};
+use crate::stack::{Stack, StackConfig};
+
+const LOG_TARGET: &str = "attestmesh::devnet::cluster";
+const ANY: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+/// Where each agent serves `/healthz` and `/metrics`, inside its own namespace.
+pub const HEALTH_PORT: u16 = 9090;
+
+/// The agent binary next to the running program (`target/<profile>/cluster-mesh-agent`, also
+/// from `target/<profile>/deps/` where test binaries live), or `ATTESTMESH_AGENT_BIN`.
+pub fn agent_binary_beside_current_exe() -> eyre::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("ATTESTMESH_AGENT_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().wrap_err("cannot find the running program's path")?;
+    let mut dir = exe.parent();
+    while let Some(d) = dir {
+        let candidate = d.join("cluster-mesh-agent");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+        if d.file_name().is_some_and(|n| n == "target") {
+            break;
+        }
+        dir = d.parent();
+    }
+    eyre::bail!(
+        "no cluster-mesh-agent binary beside {}: build it first (cargo build -p cluster-mesh-agent) \
+         or name it in ATTESTMESH_AGENT_BIN",
+        exe.display()
+    )
+}
+
+/// One node: its namespace, its agent process, where its API and health endpoint are.
+#[derive(Debug)]
+pub struct ClusterNode {
+    pub name: String,
+    pub netns: Netns,
+    /// The root namespace's end of the node's veth: how the node reaches the devnet services.
+    pub host_ip: Ipv4Addr,
+    /// The node's own end of the veth (its gateway route points here).
+    pub ns_ip: Ipv4Addr,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    pub agent: Option<Child>,
+}
+
+impl ClusterNode {
+    pub fn health_url(&self) -> String {
+        format!("http://{}:{HEALTH_PORT}/healthz", self.ns_ip)
+    }
+
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}:{HEALTH_PORT}/metrics", self.ns_ip)
+    }
+
+    /// A gRPC client on the node's API socket.
+    pub async fn client(&self) -> eyre::Result<AgentClient<Channel>> {
+        attestmesh_proto::agent::connect_unix(&self.socket)
+            .await
+            .wrap_err_with(|| {
+                format!(
+                    "{}: cannot reach the agent's API at {}",
+                    self.name,
+                    self.socket.display()
+                )
+            })
+    }
+
+    /// The node's mesh status, or `None` while its API is not answering.
+    pub async fn status(&self) -> Option<pb::MeshStatus> {
+        let mut client = self.client().await.ok()?;
+        let status = client.get_mesh_status(pb::GetMeshStatusRequest {});
+        tokio::time::timeout(Duration::from_secs(5), status)
+            .await
+            .ok()?
+            .ok()
+            .map(tonic::Response::into_inner)
+    }
+
+    /// What `/healthz` answers (status code), or `None` while nothing answers.
+    pub async fn healthz(&self) -> Option<u16> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .ok()?;
+        let response = http.get(self.health_url()).send().await.ok()?;
+        Some(response.status().as_u16())
+    }
+
+    /// The agent's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.agent.as_ref().and_then(Child::id)
+    }
+
+    /// SIGKILL (`kill -9`): the agent gets no chance to clean up.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.agent.take()
+            && let Err(err) = child.kill().await
+        {
+            debug!(target: LOG_TARGET, node = %self.name, %err, "agent already gone");
+        }
+    }
+
+    /// Whether the agent process has exited, with its status.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.agent
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// The last `lines` lines of the agent's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        match std::fs::read_to_string(&self.log) {
+            Ok(text) => {
+                let all: Vec<&str> = text.lines().collect();
+                all[all.len().saturating_sub(lines)..].join("\n")
+            }
+            Err(err) => format!("(cannot read {}: {err})", self.log.display()),
+        }
+    }
+}
+
+/// What one node looks like right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeView {
+    pub name: String,
+    /// `None` while the API does not answer (starting, or dead).
+    pub status: Option<pb::MeshStatus>,
+    pub healthy: bool,
+}
+
+impl NodeView {
+    /// The phase in words, `starting` before the API answers.
+    pub fn phase(&self) -> &str {
+        self.status
+            .as_ref()
+            .map_or("starting", |s| s.phase.as_str())
+    }
+}
+
+/// A devnet whose services listen where namespaces can reach them, plus N nodes.
+#[derive(Debug)]
+pub struct Cluster {
+    pub stack: Stack,
+    pub nodes: Vec<ClusterNode>,
+    agent_binary: PathBuf,
+    dir: PathBuf,
+    /// `RUST_LOG` of the agents.
+    pub agent_log_filter: String,
+    /// How often agents poll the chain underneath the indexer (seconds).
+    pub poll_interval_secs: u64,
+}
+
+impl Cluster {
+    /// The devnet and `count` nodes with their agents started.
+    pub async fn start(dir: &Path, count: usize, agent_binary: &Path) -> eyre::Result<Self> {
+        let mut cluster = Self::prepare(dir, count, agent_binary).await?;
+        for i in 0..count {
+            cluster.start_agent(i)?;
+        }
+        Ok(cluster)
+    }
+
+    /// The devnet and `count` nodes (namespace, member account, dstack simulator, gateway
+    /// route) without their agents, so faults can be set up first.
+    pub async fn prepare(dir: &Path, count: usize, agent_binary: &Path) -> eyre::Result<Self> {
+        Self::prepare_with(
+            StackConfig::new(dir.join("devnet")),
+            dir,
+            count,
+            agent_binary,
+        )
+        .await
+    }
+
+    /// [`Cluster::prepare`] with a stack configuration of the caller's (its listen addresses
+    /// are opened to the namespaces here).
+    pub async fn prepare_with(
+        mut config: StackConfig,
+        dir: &Path,
+        count: usize,
+        agent_binary: &Path,
+    ) -> eyre::Result<Self> {
+        require_privileges().map_err(|missing| eyre::eyre!("a cluster needs {missing}"))?;
+        if !agent_binary.is_file() {
+            eyre::bail!(
+                "the agent binary {} does not exist: build it (cargo build -p cluster-mesh-agent)",
+                agent_binary.display()
+            );
+        }
+        config.chain.host = Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        config.bundler_listen = ANY;
+        config.gas_manager_listen = ANY;
+        config.gateway_listen = ANY;
+        let stack = Stack::start(config)
+            .await
+            .wrap_err("the devnet did not come up")?;
+        let mut cluster = Self {
+            stack,
+            nodes: Vec::new(),
+            agent_binary: agent_binary.to_path_buf(),
+            dir: dir.to_path_buf(),
+            agent_log_filter: "info,attestmesh=debug".into(),
+            poll_interval_secs: 1,
+        };
+        for _ in 0..count {
+            cluster.add_node().await?;
+        }
+        Ok(cluster)
+    }
+
+    /// Prepares one more node (its agent not started).
+    pub async fn add_node(&mut self) -> eyre::Result<usize> {
+        let i = self.nodes.len();
+        let name = format!("node-{}", i + 1);
+        let account = self
+            .stack
+            .add_node(&name)
+            .await
+            .wrap_err_with(|| format!("{name}: cannot prepare its member account and TEE"))?
+            .account;
+        let netns = Netns::create_unique()
+            .wrap_err_with(|| format!("{name}: cannot create a namespace"))?;
+        let (host_ip, ns_ip) = (netns.host_ip(), netns.ns_ip());
+        self.stack.gateway.add_route(
+            attestmesh_dstack::EthAddress(account.into_array()),
+            IpAddr::V4(ns_ip),
+        );
+        info!(target: LOG_TARGET, node = %name, netns = netns.name(), %ns_ip, %account, "node prepared");
+        self.nodes.push(ClusterNode {
+            socket: self.dir.join(format!("{name}.agent.sock")),
+            log: self.dir.join(format!("{name}.log")),
+            name,
+            netns,
+            host_ip,
+            ns_ip,
+            agent: None,
+        });
+        Ok(i)
+    }
+
+    /// Starts (or restarts) node `i`'s agent process inside its namespace; it logs to
+    /// `<dir>/node-<i+1>.log`.
+    pub fn start_agent(&mut self, i: usize) -> eyre::Result<()> {
+        let node = self
+            .nodes
+            .get(i)
+            .ok_or_else(|| eyre::eyre!("there is no node {i}"))?;
+        let host = node.host_ip;
+        let port = |url: &url::Url| url.port_or_known_default().unwrap_or(80);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .wrap_err_with(|| format!("cannot open {}", node.log.display()))?;
+        let stderr = log.try_clone().wrap_err("cannot share the log file")?;
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", node.netns.name()])
+            .arg(&self.agent_binary)
+            .arg("run")
+            .arg("--dstack.socket")
+            .arg(&self.stack.nodes[i].dstack_socket)
+            .args([
+                "--chain.rpc-url",
+                &format!("http://{host}:{}", port(self.stack.chain.rpc_url())),
+            ])
+            .args(["--chain.id", &self.stack.config.chain.chain_id.to_string()])
+            .args([
+                "--bundler.url",
+                &format!("http://{host}:{}", port(self.stack.bundler_url())),
+            ])
+            .args([
+                "--gas-manager.url",
+                &format!("http://{host}:{}", port(self.stack.gas_manager.url())),
+            ])
+            .args(["--gas-manager.policy-id", &self.stack.config.policy_id])
+            .args([
+                "--gateway.connect",
+                &format!("{host}:{}", self.stack.gateway.local_addr().port()),
+            ])
+            .args(["--gateway.domain", self.stack.gateway.domain()])
+            .args(["--health.listen", &format!("0.0.0.0:{HEALTH_PORT}")])
+            .arg("--api.socket")
+            .arg(&node.socket)
+            .args(["--poll.interval-secs", &self.poll_interval_secs.to_string()])
+            .env("RUST_LOG", &self.agent_log_filter)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(stderr)
+            .kill_on_drop(true);
+        let child = command
+            .spawn()
+            .wrap_err_with(|| format!("{}: the agent did not start", node.name))?;
+        info!(target: LOG_TARGET, node = %node.name, pid = ?child.id(), "agent started");
+        self.nodes[i].agent = Some(child);
+        Ok(())
+    }
+
+    /// An error naming the first started agent that has exited, with the end of its log.
+    pub fn check_agents_running(&mut self) -> eyre::Result<()> {
+        for node in &mut self.nodes {
+            if let Some(status) = node.exited() {
+                eyre::bail!(
+                    "{} exited ({status}); its log ends with:\n{}",
+                    node.name,
+                    node.log_tail(30)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Every node as it is now.
+    pub async fn views(&self) -> Vec<NodeView> {
+        let mut views = Vec::with_capacity(self.nodes.len());
+        for node in &self.nodes {
+            let status = node.status().await;
+            let healthy = node.healthz().await == Some(200);
+            views.push(NodeView {
+                name: node.name.clone(),
+                status,
+                healthy,
+            });
+        }
+        views
+    }
+
+    /// Waits until every node's `/healthz` answers 200, calling `progress` with every view
+    /// that differs from the last one. After `timeout` the error names each node's phase, what
+    /// it waits for, and the tail of its log. An agent that exits is an error at once.
+    pub async fn wait_all_healthy(
+        &mut self,
+        timeout: Duration,
+        mut progress: impl FnMut(&NodeView),
+    ) -> eyre::Result<Duration> {
+        let started = Instant::now();
+        let mut last: Vec<Option<NodeView>> = vec![None; self.nodes.len()];
+        loop {
+            self.check_agents_running()?;
+            let views = self.views().await;
+            for (view, previous) in views.iter().zip(last.iter_mut()) {
+                if previous.as_ref() != Some(view) {
+                    progress(view);
+                    *previous = Some(view.clone());
+                }
+            }
+            if views.iter().all(|v| v.healthy) {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() >= timeout {
+                let mut report = format!("not every node became healthy within {timeout:?}:");
+                for (view, node) in views.iter().zip(&self.nodes) {
+                    let waiting = view
+                        .status
+                        .as_ref()
+                        .map_or("its API to answer", |s| s.waiting_for.as_str());
+                    report.push_str(&format!(
+                        "\n  {}: {} (waiting for {waiting}); log ends with:\n{}",
+                        node.name,
+                        view.phase(),
+                        node.log_tail(15)
+                    ));
+                }
+                eyre::bail!(report);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! `attestmesh-devnet demo` (`make demo`): the devnet and N real agents, each in its own network
+//! namespace with its own `attestmesh0`, shown as they come up and then shown working: live
+//! peers per node, a message round trip through the gRPC API, the same CSK everywhere (by
+//! fingerprint, never the key).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use alloy::primitives::keccak256;
+use attestmesh_proto::agent::v1 as pb;
+use clap::Args;
+use eyre::WrapErr;
+use tokio::time::Instant;
+use tokio_stream::StreamExt;
+
+use crate::cluster::{Cluster, NodeView};
+use crate::stack::StackConfig;
+
+/// Flags of `demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// How many nodes (agents in namespaces).
+    #[arg(long = "nodes", env = "NODES", default_value_t = 3)]
+    pub nodes: usize,
+    /// The `cluster-mesh-agent` binary (default: beside this program).
+    #[arg(long = "agent-bin")]
+    pub agent_binary: Option<PathBuf>,
+    /// Exit 0 as soon as every node is healthy and the round trip worked, instead of staying
+    /// up until interrupted.
+    #[arg(long = "exit-when-healthy")]
+    pub exit_when_healthy: bool,
+    /// How long to wait for every node to become healthy before giving up with the reason.
+    #[arg(long = "timeout-secs", default_value_t = 300)]
+    pub timeout_secs: u64,
+    /// Where agent logs, sockets and the devnet's files go (cleared at start; only the logs
+    /// outlive the demo).
+    #[arg(long = "state-dir", default_value = "target/demo")]
+    pub state_dir: PathBuf,
+}
+
+/// Runs the demo until `shutdown` (or until healthy, with `--exit-when-healthy`). Everything it
+/// created — agents, namespaces, the devnet — is gone when this returns.
+pub async fn demo(args: DemoArgs, shutdown: impl Future<Output = ()>) -> eyre::Result<()> {
+    let agent_binary = match &args.agent_binary {
+        Some(path) => path.clone(),
+        None => crate::cluster::agent_binary_beside_current_exe()?,
+    };
+    if args.nodes == 0 {
+        eyre::bail!("--nodes must be at least 1");
+    }
+    if args.state_dir.exists() {
+        std::fs::remove_dir_all(&args.state_dir)
+            .wrap_err_with(|| format!("cannot clear {}", args.state_dir.display()))?;
+    }
+    std::fs::create_dir_all(&args.state_dir)
+        .wrap_err_with(|| format!("cannot create {}", args.state_dir.display()))?;
+    let state_dir = std::fs::canonicalize(&args.state_dir)?;
+    let outcome = tokio::select! {
+        outcome = run(&args, &agent_binary, &state_dir) => outcome,
+        () = shutdown => {
+            println!("\n[demo] interrupted: stopping agents, deleting namespaces, stopping the devnet");
+            Ok(())
+        }
+    };
+    // `run`'s cluster was dropped with its future: agents killed, namespaces deleted by name,
+    // devnet stopped.
+    // The logs stay: they are the record of the run (the next run clears them).
+    for entry in std::fs::read_dir(&state_dir)?.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "log") {
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            if let Err(err) = removed {
+                println!("[demo] could not remove {}: {err}", path.display());
+            }
+        }
+    }
+    println!(
+        "[demo] cleaned up: agents stopped, namespaces deleted, devnet stopped (agent logs kept in {})",
+        state_dir.display()
+    );
+    outcome
+}
+
+async fn run(
+    args: &DemoArgs,
+    agent_binary: &std::path::Path,
+    state_dir: &std::path::Path,
+) -> eyre::Result<()> {
+    let began = Instant::now();
+    let config = StackConfig::new(state_dir.join("devnet"));
+    println!(
+        "[demo] starting the devnet: anvil (chain {}), EntryPoint v0.7, the contracts and a cluster, \
+         the paymaster webhook, gas manager, bundler and gateway emulators",
+        config.chain.chain_id
+    );
+    let mut cluster = Cluster::prepare_with(config, state_dir, 0, agent_binary).await?;
+    println!(
+        "[demo] devnet up in {:.1} s: chain {}, cluster {}",
+        began.elapsed().as_secs_f64(),
+        cluster.stack.chain.rpc_url(),
+        cluster.stack.cluster
+    );
+    for _ in 0..args.nodes {
+        let i = cluster.add_node().await?;
+        let node = &cluster.nodes[i];
+        println!(
+            "[demo] {}: namespace {} ({}), member account {} allowlisted, dstack simulator ready",
+            node.name,
+            node.netns.name(),
+            node.ns_ip,
+            cluster.stack.nodes[i].account
+        );
+    }
+    println!(
+        "[demo] starting {} cluster-mesh-agent process(es) ({})",
+        args.nodes,
+        agent_binary.display()
+    );
+    let started = Instant::now();
+    for i in 0..args.nodes {
+        cluster.start_agent(i)?;
+    }
+    let took = cluster
+        .wait_all_healthy(Duration::from_secs(args.timeout_secs), |view| {
+            print_progress(view, started)
+        })
+        .await?;
+    println!(
+        "[demo] all {} node(s) healthy {:.1} s after start",
+        args.nodes,
+        took.as_secs_f64()
+    );
+    show_cluster(&cluster).await?;
+    round_trip(&cluster).await?;
+    println!("[demo] the cluster works");
+    if args.exit_when_healthy {
+        return Ok(());
+    }
+    println!("[demo] staying up; phase and peer changes show below. Ctrl-C stops and cleans up.");
+    watch(&mut cluster).await
+}
+
+fn print_progress(view: &NodeView, started: Instant) {
+    let at = started.elapsed().as_secs_f64();
+    match &view.status {
+        None => println!(
+            "  +{at:5.1}s {:8} starting (API not answering yet)",
+            view.name
+        ),
+        Some(s) if view.healthy => println!(
+            "  +{at:5.1}s {:8} healthy  ({} live peer(s))",
+            view.name, s.live_peers
+        ),
+        Some(s) => println!(
+            "  +{at:5.1}s {:8} {:14} {}",
+            view.name, s.phase, s.waiting_for
+        ),
+    }
+}
+
+/// One line per node, and the CSK check: every node's key hashes to the on-chain commitment.
+async fn show_cluster(cluster: &Cluster) -> eyre::Result<()> {
+    let commitment = cluster
+        .stack
+        .chain
+        .operator_client()
+        .csk_commitment(cluster.stack.cluster)
+        .await
+        .wrap_err("cannot read the CSK commitment from the cluster contract")?
+        .ok_or_else(|| eyre::eyre!("the cluster has no CSK commitment yet"))?;
+    println!();
+    println!(
+        "  {:8} {:>6}  {:12} {:>10}  {:9}  CSK fingerprint",
+        "node", "member", "mesh ip", "live peers", "phase"
+    );
+    let mut fingerprints = Vec::new();
+    for node in &cluster.nodes {
+        let mut client = node.client().await?;
+        let me = client
+            .get_self(pb::GetSelfRequest {})
+            .await
+            .wrap_err_with(|| format!("{}: GetSelf", node.name))?
+            .into_inner();
+        let status = client
+            .get_mesh_status(pb::GetMeshStatusRequest {})
+            .await
+            .wrap_err_with(|| format!("{}: GetMeshStatus", node.name))?
+            .into_inner();
+        let csk = client
+            .get_cluster_shared_key(pb::GetClusterSharedKeyRequest {})
+            .await
+            .wrap_err_with(|| format!("{}: GetClusterSharedKey", node.name))?
+            .into_inner();
+        // The fingerprint is keccak256(key): the public on-chain commitment, never the key.
+        let fingerprint = keccak256(&csk.key);
+        fingerprints.push(fingerprint);
+        println!(
+            "  {:8} {:>6}  {:12} {:>5} of {:<2}  {:9}  {}…",
+            node.name,
+            me.member_id,
+            me.mesh_ip,
+            status.live_peers,
+            cluster.nodes.len() - 1,
+            status.phase,
+            &fingerprint.to_string()[..18]
+        );
+    }
+    println!();
+    if fingerprints.iter().all(|f| *f == commitment) {
+        println!(
+            "[demo] every node holds the same CSK: its fingerprint is the cluster's on-chain \
+             commitment {}…",
+            &commitment.to_string()[..18]
+        );
+        Ok(())
+    } else {
+        eyre::bail!("the nodes' CSK fingerprints differ from the on-chain commitment {commitment}")
+    }
+}
+
+/// node-1 sends a sealed message to node-2 through its gRPC API; node-2 receives it on its
+/// inbox stream and answers the same way.
+async fn round_trip(cluster: &Cluster) -> eyre::Result<()> {
+    let [first, second, ..] = cluster.nodes.as_slice() else {
+        println!("[demo] one node: no message round trip to show (NODES=2 or more)");
+        return Ok(());
+    };
+    let began = Instant::now();
+    one_way(first, second, b"ping from node-1").await?;
+    one_way(second, first, b"pong from node-2").await?;
+    println!(
+        "[demo] message round trip {} -> {} -> {} through the gRPC API in {:.1} s",
+        first.name,
+        second.name,
+        first.name,
+        began.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn one_way(
+    from: &crate::cluster::ClusterNode,
+    to: &crate::cluster::ClusterNode,
+    payload: &[u8],
+) -> eyre::Result<()> {
+    let mut recipient = to.client().await?;
+    let recipient_id = recipient
+        .get_self(pb::GetSelfRequest {})
+        .await
+        .wrap_err_with(|| format!("{}: GetSelf", to.name))?
+        .into_inner()
+        .member_id;
+    let sender_id = from
+        .client()
+        .await?
+        .get_self(pb::GetSelfRequest {})
+        .await
+        .wrap_err_with(|| format!("{}: GetSelf", from.name))?
+        .into_inner()
+        .member_id;
+    let mut inbox = recipient
+        .subscribe_messages(pb::SubscribeMessagesRequest {
+            cursor: String::new(),
+        })
+        .await
+        .wrap_err_with(|| format!("{}: SubscribeMessages", to.name))?
+        .into_inner();
+    let sent = from
+        .client()
+        .await?
+        .send_message(pb::SendMessageRequest {
+            recipient_member_id: recipient_id,
+            payload: payload.to_vec(),
+        })
+        .await
+        .wrap_err_with(|| format!("{}: SendMessage to member {recipient_id}", from.name))?
+        .into_inner();
+    println!(
+        "[demo] {} sent {:?} to {} (UserOperation {}, block {})",
+        from.name,
+        String::from_utf8_lossy(payload),
+        to.name,
+        sent.user_operation_hash,
+        sent.block_number
+    );
+    let deadline = Duration::from_secs(120);
+    loop {
+        let message = tokio::time::timeout(deadline, inbox.next())
+            .await
+            .map_err(|_| eyre::eyre!("{} received nothing within {deadline:?}", to.name))?
+            .ok_or_else(|| eyre::eyre!("{}: the inbox stream ended", to.name))?
+            .wrap_err_with(|| format!("{}: the inbox stream failed", to.name))?;
+        if message.sender_member_id == sender_id && message.payload == payload {
+            println!(
+                "[demo] {} received it from member {} (decrypted, block {})",
+                to.name, message.sender_member_id, message.block_number
+            );
+            return Ok(());
+        }
+    }
+}
+
+/// Until interrupted: report every node's phase and live-peer changes.
+async fn watch(cluster: &mut Cluster) -> eyre::Result<()> {
+    let started = Instant::now();
+    let mut last = cluster.views().await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        cluster.check_agents_running()?;
+        let views = cluster.views().await;
+        for (view, previous) in views.iter().zip(&last) {
+            if view != previous {
+                print_progress(view, started);
+            }
+        }
+        last = views;
+    }
+}
