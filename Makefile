@@ -8,7 +8,7 @@ FOUNDRY := node_modules/@foundry-rs
 FORGE := $(FOUNDRY)/forge-linux-amd64/bin/forge
 CARGO ?= cargo
 
-.PHONY: help demo deps system-deps build fmt lint bindings bindings-check devnet devnet-down test test-contracts test-deploy test-rust snapshots clean
+.PHONY: help demo deps system-deps build fmt lint bindings bindings-check devnet devnet-down test test-long test-contracts test-deploy test-rust snapshots clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -59,6 +59,10 @@ test-rust: deps ## Rust unit and integration tests (cargo-nextest), then doc tes
 	$(CARGO) nextest run --workspace --no-fail-fast
 
 test: lint test-contracts test-deploy test-rust ## Everything CI runs
+
+test-long: deps ## The longer profile: the tests too slow for every run (8-node cold start)
+	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install cargo-nextest --locked
+	$(CARGO) nextest run --workspace --run-ignored only --no-fail-fast
 
 snapshots: deps ## Re-record gas snapshots after an intended gas change (commit snapshots/)
 	rm -rf snapshots

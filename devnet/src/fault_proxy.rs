@@ -1,6 +1,8 @@
-//! A JSON-RPC fault injector: an HTTP proxy in front of a chain RPC (or any JSON-RPC service)
-//! whose behaviour tests switch at run time — pass through, answer JSON-RPC errors, answer HTTP
-//! 503, or fail only chosen methods. Loopback only.
+//! A JSON-RPC fault injector: an HTTP proxy in front of a chain RPC (or any JSON-POST service:
+//! bundler, gas manager, webhook — request headers are forwarded) whose behaviour tests switch
+//! at run time — pass through, answer JSON-RPC errors, answer HTTP 503, fail only chosen
+//! methods — or that goes down for real (its port closed: connection refused) and comes back
+//! on the same port. Loopback by default; [`FaultProxy::start_on`] for namespaces.
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -53,15 +55,22 @@ struct ProxyState {
 #[derive(Debug)]
 pub struct FaultProxy {
     url: Url,
+    local: SocketAddr,
+    app: axum::Router,
     mode: Arc<Mutex<FaultMode>>,
     faults: Arc<std::sync::atomic::AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
+    serving: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl FaultProxy {
     /// Proxies `upstream` on a free loopback port, starting in [`FaultMode::Pass`].
     pub async fn start(upstream: Url) -> Result<Self, FaultProxyError> {
-        let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        Self::start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), upstream).await
+    }
+
+    /// Proxies `upstream` on `listen` (port 0 = a free one).
+    pub async fn start_on(listen: SocketAddr, upstream: Url) -> Result<Self, FaultProxyError> {
         let listener =
             TcpListener::bind(listen)
                 .await
@@ -89,8 +98,27 @@ impl FaultProxy {
         let app = axum::Router::new()
             .fallback(axum::routing::post(handle))
             .with_state(state);
+        let url = format!("http://{local}")
+            .parse()
+            .map_err(|e| FaultProxyError::Client(format!("proxy URL: {e}")))?;
+        let mut proxy = Self {
+            url,
+            local,
+            app,
+            mode,
+            faults,
+            stop: None,
+            serving: None,
+        };
+        proxy.serve(listener);
+        Ok(proxy)
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
+        let app = self.app.clone();
+        self.stop = Some(stop);
+        self.serving = Some(tokio::spawn(async move {
             let result = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;
@@ -99,16 +127,37 @@ impl FaultProxy {
             if let Err(error) = result {
                 warn!(target: "attestmesh::devnet", %error, "fault proxy stopped");
             }
-        });
-        let url = format!("http://{local}")
-            .parse()
-            .map_err(|e| FaultProxyError::Client(format!("proxy URL: {e}")))?;
-        Ok(Self {
-            url,
-            mode,
-            faults,
-            stop: Some(stop),
-        })
+        }));
+    }
+
+    /// Takes the service down for real: the port closes (new connections are refused) and
+    /// open connections end once their request is answered.
+    pub async fn go_down(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(serving) = self.serving.take() {
+            // Bounded: a client holding a connection open must not hang the test.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), serving).await;
+        }
+        debug!(target: "attestmesh::devnet", address = %self.local, "fault proxy down");
+    }
+
+    /// Brings the service back on the same address.
+    pub async fn come_back(&mut self) -> Result<(), FaultProxyError> {
+        if self.serving.is_some() {
+            return Ok(());
+        }
+        let listener =
+            TcpListener::bind(self.local)
+                .await
+                .map_err(|source| FaultProxyError::Listen {
+                    address: self.local.to_string(),
+                    source,
+                })?;
+        self.serve(listener);
+        debug!(target: "attestmesh::devnet", address = %self.local, "fault proxy back");
+        Ok(())
     }
 
     /// Where clients connect instead of the upstream.
@@ -154,7 +203,11 @@ fn rpc_error(body: &[u8]) -> Response {
         .into_response()
 }
 
-async fn handle(State(state): State<ProxyState>, body: Bytes) -> Response {
+async fn handle(
+    State(state): State<ProxyState>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
     let mode = match state.mode.lock() {
         Ok(mode) => mode.clone(),
         Err(_) => FaultMode::Pass,
@@ -186,9 +239,15 @@ async fn handle(State(state): State<ProxyState>, body: Bytes) -> Response {
                 .into_response()
         };
     }
+    // Every header but the hop's own (the webhook's shared secret travels in one).
+    let mut forward_headers = headers;
+    for hop in [header::HOST, header::CONTENT_LENGTH, header::CONNECTION] {
+        forward_headers.remove(hop);
+    }
     let forwarded = state
         .http
         .post(state.upstream.clone())
+        .headers(forward_headers)
         .header(header::CONTENT_TYPE, "application/json")
         .body(body)
         .send()

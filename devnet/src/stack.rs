@@ -48,6 +48,9 @@ pub struct StackConfig {
     /// Bundle through the real `@pimlico/alto` on this port instead of the project's bundler
     /// (which still runs, unused by the nodes).
     pub alto_port: Option<u16>,
+    /// Put a [`FaultProxy`](crate::fault_proxy::FaultProxy) between the gas manager and the
+    /// webhook (tests take the webhook down through it).
+    pub webhook_fault_proxy: bool,
 }
 
 impl StackConfig {
@@ -73,6 +76,7 @@ impl StackConfig {
             gas_manager_listen: ANY_LOOPBACK_PORT,
             gateway_listen: ANY_LOOPBACK_PORT,
             alto_port: None,
+            webhook_fault_proxy: false,
         }
     }
 }
@@ -126,6 +130,8 @@ pub struct Stack {
     pub bundler: BundlerHandle,
     /// The real alto bundler, when [`StackConfig::alto_port`] asked for it.
     pub alto: Option<crate::alto::Alto>,
+    /// Between the gas manager and the webhook, when [`StackConfig::webhook_fault_proxy`].
+    pub webhook_proxy: Option<crate::fault_proxy::FaultProxy>,
     pub gas_manager: GasManagerHandle,
     pub gateway: GatewayHandle,
     pub cluster: Address,
@@ -208,10 +214,19 @@ impl Stack {
             .as_ref()
             .map_or_else(|| bundler.url().clone(), |a| a.url().clone());
 
-        let webhook_url = webhook
+        let mut webhook_url: url::Url = webhook
             .url()
             .parse()
             .map_err(|e| StackError::Other(format!("webhook URL: {e}")))?;
+        let webhook_proxy = if config.webhook_fault_proxy {
+            let proxy = crate::fault_proxy::FaultProxy::start(webhook_url.clone())
+                .await
+                .map_err(|e| StackError::Other(format!("webhook fault proxy: {e}")))?;
+            webhook_url = proxy.url().clone();
+            Some(proxy)
+        } else {
+            None
+        };
         let gas_manager = GasManager::spawn(GasManagerConfig {
             listen: config.gas_manager_listen,
             ..GasManagerConfig::new(
@@ -246,6 +261,7 @@ impl Stack {
             webhook,
             bundler,
             alto,
+            webhook_proxy,
             gas_manager,
             gateway,
             cluster,

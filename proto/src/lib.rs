@@ -21,9 +21,18 @@ pub mod agent {
         socket: &Path,
     ) -> Result<v1::agent_client::AgentClient<tonic::transport::Channel>, tonic::transport::Error>
     {
+        Ok(v1::agent_client::AgentClient::new(
+            unix_channel(socket).await?,
+        ))
+    }
+
+    /// The gRPC channel under [`connect_unix`] (for hand-built requests).
+    pub async fn unix_channel(
+        socket: &Path,
+    ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
         let path: PathBuf = socket.to_path_buf();
         // The URI is required by tonic but unused: the connector always dials the socket.
-        let channel = tonic::transport::Endpoint::from_static("http://agent.local")
+        tonic::transport::Endpoint::from_static("http://agent.local")
             .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
                 let path = path.clone();
                 async move {
@@ -32,8 +41,7 @@ pub mod agent {
                     ))
                 }
             }))
-            .await?;
-        Ok(v1::agent_client::AgentClient::new(channel))
+            .await
     }
 }
 

@@ -319,6 +319,71 @@ async fn bad_requests_get_clear_errors() {
     a.stop().await;
 }
 
+/// What a malformed request is to the agent: a SendMessage body that does not decode (a string
+/// where the recipient id belongs) and one over the 4 MiB gRPC limit. Each is refused with a
+/// status that says why, and the agent keeps answering.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_and_oversized_grpc_requests_are_refused_and_the_agent_keeps_serving() {
+    /// SendMessageRequest's field 1 (a uint64) sent as a length-delimited string.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct WrongWireType {
+        #[prost(string, tag = "1")]
+        recipient: String,
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut stack = stack(dir.path()).await;
+    stack.add_node("node-1").await.unwrap();
+    let a = start_agent("node-1", agent_config(&stack, 0, dir.path(), None));
+    wait_status(&a, "registered", past_registration).await;
+
+    let channel = attestmesh_proto::agent::unix_channel(&a.socket)
+        .await
+        .unwrap();
+    let mut raw = tonic::client::Grpc::new(channel);
+    raw.ready().await.unwrap();
+    let error = raw
+        .unary::<WrongWireType, WrongWireType, _>(
+            tonic::Request::new(WrongWireType {
+                recipient: "member one".into(),
+            }),
+            tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/attestmesh.agent.v1.Agent/SendMessage",
+            ),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    println!("malformed: {:?} {}", error.code(), error.message());
+    assert_eq!(error.code(), Code::Internal, "{error:?}");
+    assert!(error.message().contains("decode"), "{}", error.message());
+
+    let error = a
+        .client()
+        .await
+        .send_message(pb::SendMessageRequest {
+            recipient_member_id: 1,
+            payload: vec![0x42; 5 * 1024 * 1024],
+        })
+        .await
+        .unwrap_err();
+    println!("oversized: {:?} {}", error.code(), error.message());
+    assert!(
+        matches!(error.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{error:?}"
+    );
+
+    let status = a
+        .client()
+        .await
+        .get_mesh_status(pb::GetMeshStatusRequest {})
+        .await
+        .expect("the agent still answers")
+        .into_inner();
+    assert!(past_registration(&status), "{status:?}");
+    a.stop().await;
+}
+
 /// The same sponsored registration and message, bundled by the real `@pimlico/alto` instead of
 /// the project's bundler (the gas manager estimates through alto too).
 #[tokio::test(flavor = "multi_thread")]

@@ -50,54 +50,7 @@ async fn three_nodes_converge_share_the_csk_and_carry_tcp() {
     let mut cluster = start(dir.path(), 3).await;
     healthy(&mut cluster).await;
 
-    let commitment = cluster
-        .stack
-        .chain
-        .operator_client()
-        .csk_commitment(cluster.stack.cluster)
-        .await
-        .unwrap()
-        .expect("committed");
-    for node in &cluster.nodes {
-        let mut client = node.client().await.unwrap();
-        let csk = client
-            .get_cluster_shared_key(pb::GetClusterSharedKeyRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(
-            keccak256(&csk.key),
-            commitment,
-            "{} holds the committed CSK",
-            node.name
-        );
-        let status = client
-            .get_mesh_status(pb::GetMeshStatusRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(status.live_peers, 2, "{}: {status:?}", node.name);
-        assert!(status.first_converged);
-        let peers = client
-            .list_peers(pb::ListPeersRequest {
-                include_revoked: false,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .peers;
-        for peer in peers.iter().filter(|p| !p.is_self) {
-            assert!(
-                peer.live,
-                "{}: peer {} live in ListPeers",
-                node.name, peer.member_id
-            );
-            assert!(
-                peer.last_heartbeat_age_ms.is_some_and(|ms| ms < 60_000),
-                "{peer:?}"
-            );
-        }
-    }
+    assert_converged_on_the_committed_csk(&cluster).await;
 
     // An app connection between mesh IPs: node-2 listens, node-1 connects, data both ways.
     let target = format!(
@@ -150,11 +103,82 @@ async fn three_nodes_converge_share_the_csk_and_carry_tcp() {
     assert_eq!(&reply, b"mesh!");
 }
 
+/// Cold start of eight nodes: every node healthy with seven live peers, all on the committed
+/// CSK. The longer profile (`make test-long`); the default suite starts three.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "longer profile: make test-long"]
+async fn eight_nodes_cold_start_to_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(dir.path(), 8).await;
+    let took = healthy(&mut cluster).await;
+    println!("8 nodes: start to all healthy in {took:?}");
+    assert_converged_on_the_committed_csk(&cluster).await;
+}
+
+/// Every node: the committed CSK, every other node live (in its status and in ListPeers),
+/// first convergence latched.
+async fn assert_converged_on_the_committed_csk(cluster: &Cluster) {
+    let others = u32::try_from(cluster.nodes.len() - 1).unwrap();
+    let commitment = cluster
+        .stack
+        .chain
+        .operator_client()
+        .csk_commitment(cluster.stack.cluster)
+        .await
+        .unwrap()
+        .expect("committed");
+    for node in &cluster.nodes {
+        let mut client = node.client().await.unwrap();
+        let csk = client
+            .get_cluster_shared_key(pb::GetClusterSharedKeyRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            keccak256(&csk.key),
+            commitment,
+            "{} holds the committed CSK",
+            node.name
+        );
+        let status = client
+            .get_mesh_status(pb::GetMeshStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(status.live_peers, others, "{}: {status:?}", node.name);
+        assert!(status.first_converged);
+        let peers = client
+            .list_peers(pb::ListPeersRequest {
+                include_revoked: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .peers;
+        for peer in peers.iter().filter(|p| !p.is_self) {
+            assert!(
+                peer.live,
+                "{}: peer {} live in ListPeers",
+                node.name, peer.member_id
+            );
+            assert!(
+                peer.last_heartbeat_age_ms.is_some_and(|ms| ms < 60_000),
+                "{peer:?}"
+            );
+        }
+    }
+}
+
 async fn wait_live_peers(node: &ClusterNode, what: &str, want: u32) {
+    wait_for_status(node, what, |s| s.live_peers == want).await;
+}
+
+/// Polls the node's status (every 50 ms: phases can be short) until `done` holds.
+async fn wait_for_status(node: &ClusterNode, what: &str, done: impl Fn(&pb::MeshStatus) -> bool) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let current = node.status().await;
-        if current.as_ref().is_some_and(|s| s.live_peers == want) {
+        if current.as_ref().is_some_and(&done) {
             return;
         }
         assert!(
@@ -162,7 +186,7 @@ async fn wait_live_peers(node: &ClusterNode, what: &str, want: u32) {
             "{}: never {what}; last {current:?}",
             node.name
         );
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -375,23 +399,11 @@ async fn the_cluster_converges_through_loss_and_delay() {
             to_client: Duration::from_millis(200),
         });
     for node in &cluster.nodes {
-        let script = "add table inet attestmesh_loss\n\
-                      add chain inet attestmesh_loss input { type filter hook input priority 0; }\n\
-                      add rule inet attestmesh_loss input numgen random mod 100 < 20 drop\n";
-        let mut nft = node.netns.exec("nft");
-        nft.args(["-f", "-"]).stdin(Stdio::piped());
-        let mut child = nft.spawn().expect("nft runs (apt-get install nftables)");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        assert!(
-            child.wait().unwrap().success(),
-            "nftables loss rule installed in {}",
-            node.netns.name()
+        nft(
+            node,
+            "add table inet attestmesh_loss\n\
+             add chain inet attestmesh_loss input { type filter hook input priority 0; }\n\
+             add rule inet attestmesh_loss input numgen random mod 100 < 20 drop\n",
         );
     }
     for i in 0..cluster.nodes.len() {
@@ -520,4 +532,162 @@ async fn a_revoked_member_cannot_obtain_the_csk() {
         .await
         .unwrap();
     assert!(attempt.is_err(), "a revoked member obtained the CSK");
+}
+
+/// Applies an nftables script inside the node's namespace (the namespace and its rules go away
+/// with the cluster).
+fn nft(node: &ClusterNode, script: &str) {
+    use std::io::Write;
+    let mut nft = node.netns.exec("nft");
+    nft.args(["-f", "-"]).stdin(Stdio::piped());
+    let mut child = nft.spawn().expect("nft runs (apt-get install nftables)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "nftables script applied in {}: {script}",
+        node.netns.name()
+    );
+}
+
+/// Waits until node `i` is seen in `phase`, then kills it with SIGKILL (`kill -9`).
+async fn kill_in_phase(cluster: &mut Cluster, i: usize, phase: &str) {
+    wait_for_status(&cluster.nodes[i], &format!("reached {phase}"), |s| {
+        s.phase == phase
+    })
+    .await;
+    cluster.nodes[i].kill().await;
+    eprintln!("{}: kill -9 in {phase}", cluster.nodes[i].name);
+}
+
+async fn set_allowed(cluster: &Cluster, i: usize, allowed: bool) {
+    use alloy::sol_types::SolCall;
+    use attestmesh_bindings::cluster::Cluster as ClusterContract;
+    let call = ClusterContract::setAppIdAllowedCall {
+        appId: cluster.stack.nodes[i].account,
+        allowed,
+    };
+    cluster
+        .stack
+        .chain
+        .operator_client()
+        .send_transaction(
+            "Cluster.setAppIdAllowed",
+            cluster.stack.cluster,
+            call.abi_encode().into(),
+        )
+        .await
+        .unwrap();
+}
+
+/// `kill -9` of a node in each phase before healthy, each phase held open by a real condition
+/// so the kill lands in it: booting (at once), registering (its app id not yet allowlisted),
+/// waiting-peers (alone on chain), wg-configuring (its only peer dead), pulling-csk (the
+/// responder's CSK port blocked by nftables); then of a healthy node. Every restart resumes from
+/// the chain: the cluster ends healthy with exactly one member per node, all on the committed
+/// CSK.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_in_every_phase_then_restart_ends_healthy_with_one_member_per_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = prepare(dir.path(), 2).await;
+    // booting: killed right after exec, before its API can answer.
+    cluster.start_agent(0).unwrap();
+    cluster.nodes[0].kill().await;
+    // waiting-peers: node-1 alone on chain.
+    cluster.start_agent(0).unwrap();
+    kill_in_phase(&mut cluster, 0, "waiting-peers").await;
+    // registering: node-2 is not allowlisted yet.
+    set_allowed(&cluster, 1, false).await;
+    cluster.start_agent(1).unwrap();
+    kill_in_phase(&mut cluster, 1, "registering").await;
+    set_allowed(&cluster, 1, true).await;
+    // wg-configuring: node-2 registers; its only peer (node-1) is dead.
+    cluster.start_agent(1).unwrap();
+    kill_in_phase(&mut cluster, 1, "wg-configuring").await;
+    // pulling-csk: node-1 (the originator) answers no CSK request.
+    nft(
+        &cluster.nodes[0],
+        &format!(
+            "add table inet attestmesh_csk\n\
+             add chain inet attestmesh_csk input {{ type filter hook input priority 0; }}\n\
+             add rule inet attestmesh_csk input tcp dport {} drop\n",
+            attestmesh_agent::csk::CSK_PORT
+        ),
+    );
+    cluster.start_agent(0).unwrap();
+    cluster.start_agent(1).unwrap();
+    kill_in_phase(&mut cluster, 1, "pulling-csk").await;
+    nft(&cluster.nodes[0], "delete table inet attestmesh_csk\n");
+    cluster.start_agent(1).unwrap();
+    healthy(&mut cluster).await;
+    // healthy: the originator itself.
+    cluster.nodes[0].kill().await;
+    cluster.start_agent(0).unwrap();
+    healthy(&mut cluster).await;
+
+    let operator = cluster.stack.chain.operator_client();
+    let members = operator
+        .active_members(cluster.stack.cluster)
+        .await
+        .unwrap();
+    assert_eq!(members.len(), 2, "one member per node: {members:?}");
+    let commitment = operator
+        .csk_commitment(cluster.stack.cluster)
+        .await
+        .unwrap()
+        .expect("committed");
+    for node in &cluster.nodes {
+        let csk = node
+            .client()
+            .await
+            .unwrap()
+            .get_cluster_shared_key(pb::GetClusterSharedKeyRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(keccak256(&csk.key), commitment, "{}", node.name);
+    }
+}
+
+/// `make demo EXIT_WHEN_HEALTHY=1`, in-process: it shows two nodes healthy, the CSK check and a
+/// message round trip, returns Ok, and leaves no namespace behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_exits_ok_once_healthy_and_cleans_up() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    attestmesh_devnet::demo::demo(
+        attestmesh_devnet::demo::DemoArgs {
+            nodes: 2,
+            agent_binary: Some(AGENT.into()),
+            exit_when_healthy: true,
+            timeout_secs: DEADLINE.as_secs(),
+            state_dir: dir.path().join("demo"),
+        },
+        std::future::pending(),
+    )
+    .await
+    .expect("the demo succeeds");
+    let leaked = namespaces_of_this_process();
+    assert!(leaked.is_empty(), "the demo left namespaces: {leaked:?}");
+    let logs = std::fs::read_dir(dir.path().join("demo")).unwrap().count();
+    assert_eq!(logs, 2, "only the two agents' logs remain");
+}
+
+/// Namespaces named after this process (nextest runs each test in its own process, so other
+/// tests' namespaces never count).
+fn namespaces_of_this_process() -> Vec<String> {
+    let ours = format!("am{:x}-", std::process::id());
+    std::fs::read_dir("/run/netns")
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with(&ours))
+                .collect()
+        })
+        .unwrap_or_default()
 }

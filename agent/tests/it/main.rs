@@ -6,5 +6,6 @@
 
 mod agent;
 mod cluster;
+mod faults;
 mod harness;
 mod mesh;
