@@ -8,7 +8,7 @@ FOUNDRY := node_modules/@foundry-rs
 FORGE := $(FOUNDRY)/forge-linux-amd64/bin/forge
 CARGO ?= cargo
 
-.PHONY: help demo deps system-deps build fmt lint bindings bindings-check devnet devnet-down test test-long test-contracts test-deploy test-rust snapshots clean
+.PHONY: help demo bench deps system-deps build fmt lint bindings bindings-check devnet devnet-down test test-long test-contracts test-deploy test-rust snapshots clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -73,6 +73,13 @@ demo: deps ## The devnet and NODES=3 agents, each in its own namespace with atte
 	$(CARGO) build --quiet -p cluster-mesh-agent -p attestmesh-devnet --bins
 	target/debug/attestmesh-devnet demo --nodes $(or $(NODES),3) --agent-bin target/debug/cluster-mesh-agent \
 		$(if $(filter 1 true yes,$(EXIT_WHEN_HEALTHY)),--exit-when-healthy)
+
+bench: deps ## Measure clusters (start/restart to whole at 3, 8, 16 nodes, heartbeat cost, iperf3 over attestmesh0 vs veth, gas, indexer catch-up) into bench/RESULTS.md (needs root)
+	@command -v iperf3 >/dev/null || { echo "installing iperf3 (apt)"; apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3; }
+	$(CARGO) build --release --quiet -p cluster-mesh-agent -p attestmesh-devnet -p attestmesh-indexer --bins
+	target/release/attestmesh-devnet bench --agent-bin target/release/cluster-mesh-agent \
+		--indexer-bin target/release/attestmesh-indexer
 
 devnet: deps ## Bring the local devnet up in the foreground (NODES=3); Ctrl-C stops it
 	$(CARGO) run --quiet -p attestmesh-devnet -- up --nodes $(or $(NODES),3)

@@ -8,7 +8,7 @@ use tracing::warn;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 
-use crate::{bundler, demo, dstack_simulator, gas_manager, gateway, up};
+use crate::{bench, bundler, demo, dstack_simulator, gas_manager, gateway, up};
 
 /// AttestMesh local devnet.
 #[derive(Debug, Parser)]
@@ -30,6 +30,10 @@ pub enum Command {
     /// attestmesh0: shows them come up, then shows the cluster working (live peers, a message
     /// round trip, the same CSK everywhere). Needs root.
     Demo(demo::DemoArgs),
+    /// Measure clusters on the devnet (start and restart to whole, heartbeat cost, throughput
+    /// over attestmesh0 vs the bare veth, gas, indexer catch-up) and write bench/RESULTS.md.
+    /// Needs root and iperf3.
+    Bench(Box<bench::BenchArgs>),
     /// Stop what a crashed `up` left running and remove its files.
     Down(up::DownArgs),
     /// Run a dstack guest-agent simulator on a unix socket until interrupted.
@@ -49,11 +53,14 @@ pub enum Command {
 pub async fn run(cli: Cli) -> eyre::Result<()> {
     // The demo prints its own progress; its logs only say what went wrong unless RUST_LOG asks.
     let default_level = match cli.command {
-        Command::Demo(_) => LevelFilter::WARN,
+        Command::Demo(_) | Command::Bench(_) => LevelFilter::WARN,
         _ => LevelFilter::INFO,
     };
     init_logging(default_level)?;
     match cli.command {
+        Command::Bench(args) => bench::bench(*args, shutdown_signal()?)
+            .await
+            .wrap_err("the benchmark failed"),
         Command::Demo(args) => demo::demo(args, shutdown_signal()?)
             .await
             .wrap_err("the demo failed"),

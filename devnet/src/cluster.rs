@@ -168,8 +168,9 @@ pub struct Cluster {
     dir: PathBuf,
     /// `RUST_LOG` of the agents.
     pub agent_log_filter: String,
-    /// How often agents poll the chain underneath the indexer (seconds).
-    pub poll_interval_secs: u64,
+    /// How often agents poll the chain underneath the indexer (seconds); `None` = the agent's
+    /// default.
+    pub poll_interval_secs: Option<u64>,
 }
 
 impl Cluster {
@@ -222,7 +223,7 @@ impl Cluster {
             agent_binary: agent_binary.to_path_buf(),
             dir: dir.to_path_buf(),
             agent_log_filter: "info,attestmesh=debug".into(),
-            poll_interval_secs: 1,
+            poll_interval_secs: Some(1),
         };
         for _ in 0..count {
             cluster.add_node().await?;
@@ -304,12 +305,14 @@ impl Cluster {
             .args(["--health.listen", &format!("0.0.0.0:{HEALTH_PORT}")])
             .arg("--api.socket")
             .arg(&node.socket)
-            .args(["--poll.interval-secs", &self.poll_interval_secs.to_string()])
             .env("RUST_LOG", &self.agent_log_filter)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr)
             .kill_on_drop(true);
+        if let Some(secs) = self.poll_interval_secs {
+            command.args(["--poll.interval-secs", &secs.to_string()]);
+        }
         let child = command
             .spawn()
             .wrap_err_with(|| format!("{}: the agent did not start", node.name))?;
@@ -353,6 +356,34 @@ impl Cluster {
     pub async fn wait_all_healthy(
         &mut self,
         timeout: Duration,
+        progress: impl FnMut(&NodeView),
+    ) -> eyre::Result<Duration> {
+        self.wait_until(timeout, |views| views.iter().all(|v| v.healthy), progress)
+            .await
+    }
+
+    /// Waits until the cluster is whole again: every node healthy and seeing every other node
+    /// live (what a restart must get back to; the health gate alone stays open through flaps).
+    pub async fn wait_converged(&mut self, timeout: Duration) -> eyre::Result<Duration> {
+        let others = u32::try_from(self.nodes.len().saturating_sub(1)).unwrap_or(u32::MAX);
+        self.wait_until(
+            timeout,
+            |views| {
+                views
+                    .iter()
+                    .all(|v| v.healthy && v.status.as_ref().is_some_and(|s| s.live_peers == others))
+            },
+            |_| {},
+        )
+        .await
+    }
+
+    /// Polls every node (every 100 ms) until `done` holds for all their views; see
+    /// [`Cluster::wait_all_healthy`] for `progress` and the timeout.
+    pub async fn wait_until(
+        &mut self,
+        timeout: Duration,
+        done: impl Fn(&[NodeView]) -> bool,
         mut progress: impl FnMut(&NodeView),
     ) -> eyre::Result<Duration> {
         let started = Instant::now();
@@ -366,18 +397,19 @@ impl Cluster {
                     *previous = Some(view.clone());
                 }
             }
-            if views.iter().all(|v| v.healthy) {
+            if done(&views) {
                 return Ok(started.elapsed());
             }
             if started.elapsed() >= timeout {
-                let mut report = format!("not every node became healthy within {timeout:?}:");
+                let mut report = format!("the cluster did not get there within {timeout:?}:");
                 for (view, node) in views.iter().zip(&self.nodes) {
                     let waiting = view
                         .status
                         .as_ref()
                         .map_or("its API to answer", |s| s.waiting_for.as_str());
+                    let live = view.status.as_ref().map_or(0, |s| s.live_peers);
                     report.push_str(&format!(
-                        "\n  {}: {} (waiting for {waiting}); log ends with:\n{}",
+                        "\n  {}: {}, {live} live peer(s) (waiting for {waiting}); log ends with:\n{}",
                         node.name,
                         view.phase(),
                         node.log_tail(15)
@@ -385,7 +417,7 @@ impl Cluster {
                 }
                 eyre::bail!(report);
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }

@@ -7,6 +7,7 @@
 //! [`cluster`] of real agents in namespaces, and the [`demo`] that shows one working.
 
 pub mod alto;
+pub mod bench;
 pub mod bundler;
 pub mod cli;
 pub mod cluster;

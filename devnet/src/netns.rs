@@ -315,6 +315,11 @@ impl Netns {
         self.ns_ip
     }
 
+    /// The root-namespace end of the veth link (its counters are the namespace's traffic).
+    pub fn host_interface(&self) -> &str {
+        &self.host_if
+    }
+
     /// The prefix length of the veth link.
     pub fn prefix(&self) -> u8 {
         self.prefix
