@@ -26,7 +26,6 @@
 //! retries with backoff, and the poller keeps feeding the consumer.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,6 +37,7 @@ use attestmesh_chain::{ChainClient, ChainError};
 use attestmesh_proto::indexer::v1::indexer_client::IndexerClient as GrpcClient;
 use attestmesh_proto::indexer::v1::{self as pb, signed_event::Body, signing_payload};
 use ed25519_dalek::{Signature, VerifyingKey};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Uri};
 use tracing::{debug, error, info, warn};
@@ -194,30 +194,72 @@ pub enum Rejection {
     Mismatch(String),
 }
 
-/// Counters of the client (exported for tests and metrics). Cheap to share.
+/// Counters of the client. They are Prometheus counters: the agent registers them in its
+/// `/metrics` registry ([`IndexerClientStats::register`]); tests read them with `get()`.
 #[derive(Debug, Default)]
 pub struct IndexerClientStats {
     /// Connection attempts.
-    pub connects: AtomicU64,
+    pub connects: Counter,
     /// Subscriptions opened.
-    pub subscriptions: AtomicU64,
+    pub subscriptions: Counter,
     /// Pushes received.
-    pub received: AtomicU64,
+    pub received: Counter,
     /// Pushes that passed every check.
-    pub accepted: AtomicU64,
+    pub accepted: Counter,
     /// Intake events sent into the channel.
-    pub forwarded: AtomicU64,
+    pub forwarded: Counter,
     /// Pushes rejected.
-    pub rejected: AtomicU64,
+    pub rejected: Counter,
     /// Reorg notices forwarded.
-    pub reorgs: AtomicU64,
+    pub reorgs: Counter,
     /// Sessions that ended with an error (the next indexer is tried).
-    pub failures: AtomicU64,
+    pub failures: Counter,
     current: Mutex<Option<String>>,
     last_rejection: Mutex<Option<Rejection>>,
 }
 
 impl IndexerClientStats {
+    /// Exports the counters as `attestmesh_agent_indexer_*_total`.
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        let indexer = registry.sub_registry_with_prefix("indexer");
+        for (name, help, counter) in [
+            (
+                "connects",
+                "Connection attempts to indexers",
+                &self.connects,
+            ),
+            (
+                "subscriptions",
+                "Push subscriptions opened",
+                &self.subscriptions,
+            ),
+            ("pushes_received", "Signed pushes received", &self.received),
+            (
+                "pushes_accepted",
+                "Pushes that passed the signature and chain checks",
+                &self.accepted,
+            ),
+            (
+                "events_forwarded",
+                "Pushed events forwarded into intake",
+                &self.forwarded,
+            ),
+            (
+                "pushes_rejected",
+                "Pushes rejected (signature, chain cross-check, malformed)",
+                &self.rejected,
+            ),
+            ("reorgs", "Signed reorg notices forwarded", &self.reorgs),
+            (
+                "session_failures",
+                "Indexer sessions that ended with an error",
+                &self.failures,
+            ),
+        ] {
+            indexer.register(name, help, counter.clone());
+        }
+    }
+
     /// The endpoint currently subscribed to.
     pub fn current(&self) -> Option<String> {
         self.current.lock().ok().and_then(|c| c.clone())
@@ -235,7 +277,7 @@ impl IndexerClientStats {
     }
 
     fn reject(&self, rejection: &Rejection) {
-        self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.rejected.inc();
         if let Ok(mut last) = self.last_rejection.lock() {
             *last = Some(rejection.clone());
         }
@@ -251,8 +293,10 @@ pub struct RegisteredIndexer {
 }
 
 /// Runs the push subscription for `cluster` until shutdown or until `events` closes, with the
-/// configuration from the environment ([`IndexerClientConfig::from_env`]).
+/// configuration from the environment ([`IndexerClientConfig::from_env`]), counting into
+/// `stats`.
 pub async fn run(
+    stats: Arc<IndexerClientStats>,
     chain: ChainClient,
     cluster: Address,
     events: mpsc::Sender<IntakeEvent>,
@@ -265,15 +309,7 @@ pub async fn run(
             return;
         }
     };
-    run_with(
-        config,
-        Arc::new(IndexerClientStats::default()),
-        chain,
-        cluster,
-        events,
-        shutdown,
-    )
-    .await;
+    run_with(config, stats, chain, cluster, events, shutdown).await;
 }
 
 /// [`run`] with an explicit configuration and shared counters.
@@ -431,7 +467,7 @@ impl Client {
                     error,
                 } => {
                     self.stats.set_current(None);
-                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    self.stats.failures.inc();
                     let rejected = matches!(error, IndexerClientError::Rejected { .. });
                     if subscribed && !rejected {
                         // It worked for a while: a restart or a failover, not a dead indexer.
@@ -469,7 +505,7 @@ impl Client {
             delivered,
             error,
         };
-        self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        self.stats.connects.inc();
         let started = Instant::now();
         let channel = tokio::select! {
             channel = connect(&self.config, &endpoint) => channel,
@@ -544,7 +580,7 @@ impl Client {
             Ok(stream) => stream.into_inner(),
             Err(status) => return failed(0, rpc_error(&endpoint, "Subscribe", status)),
         };
-        self.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
+        self.stats.subscriptions.inc();
         self.stats.set_current(Some(&endpoint));
         info!(
             target: LOG_TARGET,
@@ -570,7 +606,7 @@ impl Client {
                     return ended(delivered, rpc_error(&endpoint, "Subscribe stream", status));
                 }
             };
-            self.stats.received.fetch_add(1, Ordering::Relaxed);
+            self.stats.received.inc();
             let (intake, cursor) = match self.check(&key, event).await {
                 Ok(accepted) => accepted,
                 Err(Checked::Rejected(rejection)) => {
@@ -593,7 +629,7 @@ impl Client {
                     return ended(delivered, IndexerClientError::ChainCheck(error));
                 }
             };
-            self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+            self.stats.accepted.inc();
             if let Some(intake) = intake {
                 let sent = tokio::select! {
                     sent = self.events.send(intake) => sent,
@@ -602,7 +638,7 @@ impl Client {
                 if sent.is_err() {
                     return SessionEnd::ChannelClosed;
                 }
-                self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                self.stats.forwarded.inc();
                 delivered += 1;
             }
             self.cursor = cursor;
@@ -636,7 +672,7 @@ impl Client {
         }
         match body {
             Body::Reorg(reorg) => {
-                self.stats.reorgs.fetch_add(1, Ordering::Relaxed);
+                self.stats.reorgs.inc();
                 warn!(target: LOG_TARGET, from_block = reorg.from_block, "indexer reports a reorg");
                 // Resume from the fork: events at and above it are re-sent from the new chain.
                 let cursor = match &self.cursor {

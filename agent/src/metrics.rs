@@ -23,6 +23,8 @@ pub struct Metrics {
     pub messages_sent: Counter,
     pub user_operations_failed: Counter,
     pub chain_poll_errors: Counter,
+    /// The indexer push client's counters (`attestmesh_agent_indexer_*`).
+    pub indexer: Arc<crate::indexer_client::IndexerClientStats>,
 }
 
 impl Default for Metrics {
@@ -74,6 +76,8 @@ impl Metrics {
             "Chain-log polls that failed",
             chain_poll_errors.clone(),
         );
+        let indexer = Arc::new(crate::indexer_client::IndexerClientStats::default());
+        indexer.register(&mut registry);
         Self {
             registry: Arc::new(registry),
             phase,
@@ -84,6 +88,7 @@ impl Metrics {
             messages_sent,
             user_operations_failed,
             chain_poll_errors,
+            indexer,
         }
     }
 

@@ -190,6 +190,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> eyre::Result<()> {
     // The indexer's verified push feeds the same channel as the poller (either alone suffices;
     // the consumer de-duplicates).
     let indexer = tokio::spawn(crate::indexer_client::run(
+        node.metrics.indexer.clone(),
         node.chain.clone(),
         cluster_address,
         events_tx.clone(),

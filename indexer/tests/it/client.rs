@@ -6,7 +6,6 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -256,8 +255,8 @@ async fn tampered_wrongly_signed_or_fabricated_pushes_are_rejected_and_nothing_i
             .iter()
             .all(|e| matches!(e, IntakeEvent::MembersChanged { .. }))
     );
-    assert_eq!(stats.rejected.load(Ordering::Relaxed), rejections);
-    assert_eq!(stats.accepted.load(Ordering::Relaxed), 2);
+    assert_eq!(stats.rejected.get(), rejections);
+    assert_eq!(stats.accepted.get(), 2);
     // The cursor never moved past a rejected push: every resubscription started from scratch.
     let requests = fake.requests.lock().unwrap().clone();
     assert_eq!(requests.len() as u64, rejections + 1);
@@ -358,14 +357,14 @@ async fn with_the_indexer_down_polling_carries_intake_then_a_restarted_indexer_i
     )]);
     receive_until(&mut rx, &want, 30, &mut seen).await;
     eventually("several connection attempts", 20, || async {
-        (stats.connects.load(Ordering::Relaxed) >= 4).then_some(())
+        (stats.connects.get() >= 4).then_some(())
     })
     .await;
-    assert_eq!(stats.forwarded.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.forwarded.get(), 0);
     assert!(pushed.lock().unwrap().is_empty());
     println!(
         "indexer down: the message arrived by polling; the client made {} connection attempts with backoff meanwhile, none delivered",
-        stats.connects.load(Ordering::Relaxed)
+        stats.connects.get()
     );
 
     // The indexer comes up: the client subscribes and the history arrives by push too.
@@ -375,7 +374,7 @@ async fn with_the_indexer_down_polling_carries_intake_then_a_restarted_indexer_i
         (*pushed.lock().unwrap() == chain_set).then_some(())
     })
     .await;
-    let subscriptions = stats.subscriptions.load(Ordering::Relaxed);
+    let subscriptions = stats.subscriptions.get();
 
     // Killed: polling goes on; restarted: the client resubscribes after its cursor.
     indexer.kill().await;
@@ -400,7 +399,7 @@ async fn with_the_indexer_down_polling_carries_intake_then_a_restarted_indexer_i
         },
     )
     .await;
-    assert!(stats.subscriptions.load(Ordering::Relaxed) > subscriptions);
+    assert!(stats.subscriptions.get() > subscriptions);
     let log = indexer.log();
     let resumed = log
         .lines()
@@ -493,14 +492,14 @@ async fn when_one_of_two_indexers_dies_the_client_moves_to_the_other_without_los
         "every (tx, log index) on chain arrived by push, nothing else"
     );
     assert_eq!(stats.current().as_deref(), Some(two.endpoint().as_str()));
-    assert!(stats.failures.load(Ordering::Relaxed) >= 1);
+    assert!(stats.failures.get() >= 1);
     println!(
         "failover: {} events on chain, {} received by push across indexer-one (killed after message 5) and indexer-two; {} sessions failed; {} pushes, {} accepted",
         chain.len(),
         seen.len(),
-        stats.failures.load(Ordering::Relaxed),
-        stats.received.load(Ordering::Relaxed),
-        stats.accepted.load(Ordering::Relaxed),
+        stats.failures.get(),
+        stats.received.get(),
+        stats.accepted.get(),
     );
     shutdown.cancel();
 }
@@ -590,7 +589,7 @@ async fn push_latency_is_reported_against_the_agents_polling_interval() {
         max(&poll_ms),
     );
     println!("push latencies ms: {push_ms:.0?}; poll latencies ms: {poll_ms:.0?}");
-    assert_eq!(stats.rejected.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.rejected.get(), 0);
     shutdown.cancel();
     poller.abort();
 }

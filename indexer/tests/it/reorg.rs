@@ -1,7 +1,6 @@
 //! Reorgs: the indexer notices that a block it applied is no longer the chain's, drops the
 //! events above the fork, pushes a signed reorg notice and then the new chain's events.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use alloy::primitives::U256;
@@ -125,9 +124,9 @@ async fn a_reorg_is_detected_by_block_hash_and_the_new_chain_is_pushed_after_a_s
     agent_shutdown.cancel();
     println!(
         "agent client: orphan forwarded: {orphan_forwarded}, reorg notice forwarded: {reorged:?}; {} pushes, {} accepted, {} rejected",
-        stats.received.load(Ordering::Relaxed),
-        stats.accepted.load(Ordering::Relaxed),
-        stats.rejected.load(Ordering::Relaxed),
+        stats.received.get(),
+        stats.accepted.get(),
+        stats.rejected.get(),
     );
 
     // A client resuming from the orphaned event (say it saw it through another indexer) is
