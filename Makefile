@@ -70,8 +70,9 @@ snapshots: deps ## Re-record gas snapshots after an intended gas change (commit 
 
 # EXIT_WHEN_HEALTHY=1: exit 0 once every node is healthy and the round trip worked.
 demo: deps ## The devnet and NODES=3 agents, each in its own namespace with attestmesh0, shown healthy (needs root); Ctrl-C stops and cleans up
-	$(CARGO) build --quiet -p cluster-mesh-agent -p attestmesh-devnet --bins
+	$(CARGO) build --quiet -p cluster-mesh-agent -p attestmesh-devnet -p attestmesh-indexer --bins
 	target/debug/attestmesh-devnet demo --nodes $(or $(NODES),3) --agent-bin target/debug/cluster-mesh-agent \
+		--indexer-bin target/debug/attestmesh-indexer \
 		$(if $(filter 1 true yes,$(EXIT_WHEN_HEALTHY)),--exit-when-healthy)
 
 bench: deps ## Measure clusters (start/restart to whole at 3, 8, 16 nodes, heartbeat cost, iperf3 over attestmesh0 vs veth, gas, indexer catch-up) into bench/RESULTS.md (needs root)

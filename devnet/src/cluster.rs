@@ -108,6 +108,27 @@ impl ClusterNode {
         Some(response.status().as_u16())
     }
 
+    /// A counter or gauge from the agent's `/metrics` (`None` when it does not answer or does
+    /// not have it).
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .ok()?;
+        let text = http
+            .get(self.metrics_url())
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find(|line| line.split_whitespace().next() == Some(name))
+            .and_then(|line| line.split_whitespace().last())
+            .and_then(|value| value.parse().ok())
+    }
+
     /// The agent's pid while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.agent.as_ref().and_then(Child::id)
@@ -159,11 +180,50 @@ impl NodeView {
     }
 }
 
-/// A devnet whose services listen where namespaces can reach them, plus N nodes.
+/// The shared indexer: the `attestmesh-indexer` binary in the root namespace with a TEE of its
+/// own (a dstack simulator), registered in the IndexerRegistry at the gateway's no-suffix route
+/// (TLS terminated by the gateway, no ALPN: field note 10), which is how nodes reach it.
+#[derive(Debug)]
+pub struct ClusterIndexer {
+    /// What the registry lists: `https://<app id>-<port>.<gateway domain>`.
+    pub endpoint: String,
+    /// Its Ed25519 key (derived in its TEE), hex.
+    pub public_key: String,
+    /// Its `/status` and `/healthz`.
+    pub status_url: String,
+    pub log: PathBuf,
+    process: Child,
+    _tee: crate::dstack_simulator::SimulatorHandle,
+}
+
+impl ClusterIndexer {
+    /// Its `/status` body.
+    pub async fn status(&self) -> eyre::Result<serde_json::Value> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
+        http.get(&self.status_url)
+            .send()
+            .await
+            .wrap_err("the indexer's /status does not answer")?
+            .json()
+            .await
+            .wrap_err("the indexer's /status is not JSON")
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.process.try_wait(), Ok(None))
+    }
+}
+
+/// A devnet whose services listen where namespaces can reach them, plus N nodes, and
+/// optionally the shared indexer ([`Cluster::start_indexer`]).
 #[derive(Debug)]
 pub struct Cluster {
     pub stack: Stack,
     pub nodes: Vec<ClusterNode>,
+    pub indexer: Option<ClusterIndexer>,
     agent_binary: PathBuf,
     dir: PathBuf,
     /// `RUST_LOG` of the agents.
@@ -220,6 +280,7 @@ impl Cluster {
         let mut cluster = Self {
             stack,
             nodes: Vec::new(),
+            indexer: None,
             agent_binary: agent_binary.to_path_buf(),
             dir: dir.to_path_buf(),
             agent_log_filter: "info,attestmesh=debug".into(),
@@ -305,6 +366,16 @@ impl Cluster {
             .args(["--health.listen", &format!("0.0.0.0:{HEALTH_PORT}")])
             .arg("--api.socket")
             .arg(&node.socket)
+            // How nodes reach an indexer the registry lists: through the gateway (whose names do
+            // not resolve here), trusting the devnet gateway's CA.
+            .env(
+                "ATTESTMESH_INDEXER_GATEWAY_CONNECT",
+                format!("{host}:{}", self.stack.gateway.local_addr().port()),
+            )
+            .env(
+                "ATTESTMESH_INDEXER_CA_FILE",
+                self.stack.config.state_dir.join("gateway-ca.pem"),
+            )
             .env("RUST_LOG", &self.agent_log_filter)
             .stdin(Stdio::null())
             .stdout(log)
@@ -319,6 +390,120 @@ impl Cluster {
         info!(target: LOG_TARGET, node = %node.name, pid = ?child.id(), "agent started");
         self.nodes[i].agent = Some(child);
         Ok(())
+    }
+
+    /// Starts the shared indexer from `binary` and registers it, as an operator would
+    /// (`attestmesh-operator register-indexer`). Start it before the agents: they discover
+    /// indexers in the registry when they start (and again only after a while).
+    pub async fn start_indexer(&mut self, binary: &Path) -> eyre::Result<&ClusterIndexer> {
+        use alloy::sol_types::SolCall;
+        use attestmesh_bindings::indexer_registry::IndexerRegistry;
+
+        if !binary.is_file() {
+            eyre::bail!(
+                "the indexer binary {} does not exist: build it (cargo build -p attestmesh-indexer)",
+                binary.display()
+            );
+        }
+        let app_id = attestmesh_dstack::EthAddress(
+            alloy::primitives::keccak256(b"attestmesh-devnet-indexer")[..20]
+                .try_into()
+                .wrap_err("an app id is 20 bytes")?,
+        );
+        let socket = self.dir.join("indexer.dstack.sock");
+        let tee = crate::dstack_simulator::DstackSimulator::spawn(
+            crate::dstack_simulator::SimulatorConfig::new(
+                app_id,
+                crate::dstack_simulator::KeySource::DevnetSeed(self.stack.config.kms_seed.clone()),
+            ),
+            &socket,
+        )
+        .wrap_err("cannot start the indexer's dstack simulator")?;
+        let free = || -> eyre::Result<u16> {
+            Ok(std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+                .local_addr()?
+                .port())
+        };
+        let (grpc, health) = (free()?, free()?);
+        let log = self.dir.join("indexer.log");
+        let out = std::fs::File::create(&log)
+            .wrap_err_with(|| format!("cannot create {}", log.display()))?;
+        let process = Command::new(binary)
+            .arg("--chain.rpc-url")
+            .arg(self.stack.chain.rpc_url().as_str())
+            .arg("--chain.id")
+            .arg(self.stack.config.chain.chain_id.to_string())
+            .arg("--factory")
+            .arg(self.stack.chain.deployment().cluster_factory.to_string())
+            .arg("--dstack.socket")
+            .arg(&socket)
+            .args(["--grpc.listen", &format!("127.0.0.1:{grpc}")])
+            .args(["--health.listen", &format!("127.0.0.1:{health}")])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .wrap_err("the indexer did not start")?;
+        let mut indexer = ClusterIndexer {
+            endpoint: String::new(),
+            public_key: String::new(),
+            status_url: format!("http://127.0.0.1:{health}/status"),
+            log,
+            process,
+            _tee: tee,
+        };
+        // Its key is on /status as soon as the listeners are up (before catch-up).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let key = loop {
+            if !indexer.running() {
+                eyre::bail!("the indexer exited at start; see {}", indexer.log.display());
+            }
+            if let Ok(status) = indexer.status().await
+                && let Some(key) = status["public_key"].as_str()
+            {
+                break key.to_string();
+            }
+            if Instant::now() >= deadline {
+                eyre::bail!(
+                    "the indexer's /status never answered; see {}",
+                    indexer.log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let key_bytes: [u8; 32] = hex::decode(&key)
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or_else(|| eyre::eyre!("the indexer reports a malformed key {key:?}"))?;
+        self.stack
+            .gateway
+            .add_route(app_id, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let endpoint = format!(
+            "https://{}",
+            self.stack
+                .gateway
+                .hostname(app_id, grpc, crate::gateway::RouteMode::Terminate)
+        );
+        let call = IndexerRegistry::registerIndexerCall {
+            endpoint: endpoint.clone(),
+            ed25519PublicKey: alloy::primitives::B256::from(key_bytes),
+        };
+        self.stack
+            .chain
+            .operator_client()
+            .send_transaction(
+                "IndexerRegistry.registerIndexer",
+                self.stack.chain.deployment().indexer_registry,
+                call.abi_encode().into(),
+            )
+            .await
+            .wrap_err("cannot register the indexer in the IndexerRegistry")?;
+        info!(target: LOG_TARGET, %endpoint, public_key = %key, "indexer started and registered");
+        indexer.endpoint = endpoint;
+        indexer.public_key = key;
+        Ok(self.indexer.insert(indexer))
     }
 
     /// An error naming the first started agent that has exited, with the end of its log.

@@ -25,6 +25,12 @@ pub struct DemoArgs {
     /// The `cluster-mesh-agent` binary (default: beside this program).
     #[arg(long = "agent-bin")]
     pub agent_binary: Option<PathBuf>,
+    /// The `attestmesh-indexer` binary (default: beside the agent binary).
+    #[arg(long = "indexer-bin")]
+    pub indexer_binary: Option<PathBuf>,
+    /// Run without the shared indexer (nodes then follow the chain by log polling alone).
+    #[arg(long = "no-indexer")]
+    pub no_indexer: bool,
     /// Exit 0 as soon as every node is healthy and the round trip worked, instead of staying
     /// up until interrupted.
     #[arg(long = "exit-when-healthy")]
@@ -79,7 +85,7 @@ pub async fn demo(args: DemoArgs, shutdown: impl Future<Output = ()>) -> eyre::R
         }
     }
     println!(
-        "[demo] cleaned up: agents stopped, namespaces deleted, devnet stopped (agent logs kept in {})",
+        "[demo] cleaned up: agents stopped, namespaces deleted, devnet stopped (the logs are kept in {})",
         state_dir.display()
     );
     outcome
@@ -104,6 +110,19 @@ async fn run(
         cluster.stack.chain.rpc_url(),
         cluster.stack.cluster
     );
+    if !args.no_indexer {
+        let binary = args
+            .indexer_binary
+            .clone()
+            .unwrap_or_else(|| agent_binary.with_file_name("attestmesh-indexer"));
+        let indexer = cluster.start_indexer(&binary).await?;
+        println!(
+            "[demo] indexer: its Ed25519 key {}… derived in its TEE, registered in the \
+             IndexerRegistry as {}",
+            &indexer.public_key[..16],
+            indexer.endpoint
+        );
+    }
     for _ in 0..args.nodes {
         let i = cluster.add_node().await?;
         let node = &cluster.nodes[i];
@@ -136,6 +155,7 @@ async fn run(
     );
     show_cluster(&cluster).await?;
     round_trip(&cluster).await?;
+    show_indexer(&mut cluster).await?;
     println!("[demo] the cluster works");
     if args.exit_when_healthy {
         return Ok(());
@@ -174,8 +194,8 @@ async fn show_cluster(cluster: &Cluster) -> eyre::Result<()> {
         .ok_or_else(|| eyre::eyre!("the cluster has no CSK commitment yet"))?;
     println!();
     println!(
-        "  {:8} {:>6}  {:12} {:>10}  {:9}  CSK fingerprint",
-        "node", "member", "mesh ip", "live peers", "phase"
+        "  {:8} {:>6}  {:12} {:>10}  {:9}  {:>14}  CSK fingerprint",
+        "node", "member", "mesh ip", "live peers", "phase", "indexer pushes"
     );
     let mut fingerprints = Vec::new();
     for node in &cluster.nodes {
@@ -198,14 +218,19 @@ async fn show_cluster(cluster: &Cluster) -> eyre::Result<()> {
         // The fingerprint is keccak256(key): the public on-chain commitment, never the key.
         let fingerprint = keccak256(&csk.key);
         fingerprints.push(fingerprint);
+        let pushes = node
+            .metric("attestmesh_agent_indexer_pushes_accepted_total")
+            .await
+            .map_or_else(|| "-".to_string(), |n| format!("{n:.0} verified"));
         println!(
-            "  {:8} {:>6}  {:12} {:>5} of {:<2}  {:9}  {}…",
+            "  {:8} {:>6}  {:12} {:>5} of {:<2}  {:9}  {:>14}  {}…",
             node.name,
             me.member_id,
             me.mesh_ip,
             status.live_peers,
             cluster.nodes.len() - 1,
             status.phase,
+            pushes,
             &fingerprint.to_string()[..18]
         );
     }
@@ -220,6 +245,40 @@ async fn show_cluster(cluster: &Cluster) -> eyre::Result<()> {
     } else {
         eyre::bail!("the nodes' CSK fingerprints differ from the on-chain commitment {commitment}")
     }
+}
+
+/// What the shared indexer did: events followed and pushed, subscribers; and that every node
+/// verified its pushes (bounded wait: a node subscribes once it has caught up from the chain).
+async fn show_indexer(cluster: &mut Cluster) -> eyre::Result<()> {
+    const PUSHES: &str = "attestmesh_agent_indexer_pushes_accepted_total";
+    let Some(indexer) = cluster.indexer.as_mut() else {
+        println!("[demo] no indexer (--no-indexer): nodes followed the chain by log polling alone");
+        return Ok(());
+    };
+    if !indexer.running() {
+        eyre::bail!("the indexer exited; see {}", indexer.log.display());
+    }
+    let status = indexer.status().await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for node in &cluster.nodes {
+        while node.metric(PUSHES).await.unwrap_or(0.0) < 1.0 {
+            if Instant::now() >= deadline {
+                eyre::bail!(
+                    "{} verified no push from the indexer (see the indexer lines in its log, \
+                     target attestmesh::indexer)",
+                    node.name
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    println!(
+        "[demo] indexer: {} events of {} cluster(s) followed up to block {}, pushed signed to {} \
+         subscriber(s); every node verified pushes (signature and chain check; log polling runs \
+         underneath)",
+        status["events"], status["clusters"], status["applied_block"], status["subscribers"]
+    );
+    Ok(())
 }
 
 /// node-1 sends a sealed message to node-2 through its gRPC API; node-2 receives it on its

@@ -663,6 +663,9 @@ async fn the_demo_exits_ok_once_healthy_and_cleans_up() {
         attestmesh_devnet::demo::DemoArgs {
             nodes: 2,
             agent_binary: Some(AGENT.into()),
+            // Beside the agent: `cargo nextest run --workspace` builds every binary.
+            indexer_binary: None,
+            no_indexer: false,
             exit_when_healthy: true,
             timeout_secs: DEADLINE.as_secs(),
             state_dir: dir.path().join("demo"),
@@ -673,8 +676,16 @@ async fn the_demo_exits_ok_once_healthy_and_cleans_up() {
     .expect("the demo succeeds");
     let leaked = namespaces_of_this_process();
     assert!(leaked.is_empty(), "the demo left namespaces: {leaked:?}");
-    let logs = std::fs::read_dir(dir.path().join("demo")).unwrap().count();
-    assert_eq!(logs, 2, "only the two agents' logs remain");
+    let mut left: Vec<String> = std::fs::read_dir(dir.path().join("demo"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["indexer.log", "node-1.log", "node-2.log"],
+        "only the logs remain"
+    );
 }
 
 /// Namespaces named after this process (nextest runs each test in its own process, so other
