@@ -90,6 +90,14 @@ pub struct AgentArgs {
     /// For hosts without root or /dev/net/tun, e.g. API tests.
     #[arg(long = "mesh.disabled", env = "ATTESTMESH_MESH_DISABLED")]
     pub mesh_disabled: bool,
+    /// Dial this `host:port` for every `https://` indexer endpoint the registry lists, keeping
+    /// the endpoint's name for SNI and certificate checks (the devnet gateway, whose names do
+    /// not resolve). Default: dial the endpoint's own host.
+    #[arg(long = "indexer.connect", env = "ATTESTMESH_INDEXER_GATEWAY_CONNECT")]
+    pub indexer_connect: Option<SocketAddr>,
+    /// PEM file of an extra CA to trust for indexer endpoints (the devnet gateway's CA).
+    #[arg(long = "indexer.ca-file", env = "ATTESTMESH_INDEXER_CA_FILE")]
+    pub indexer_ca_file: Option<PathBuf>,
 }
 
 /// The same settings as read from a TOML file.
@@ -137,6 +145,10 @@ pub struct FileConfig {
     pub down_after_beats: Option<u32>,
     #[serde(rename = "mesh.disabled")]
     pub mesh_disabled: Option<bool>,
+    #[serde(rename = "indexer.connect")]
+    pub indexer_connect: Option<SocketAddr>,
+    #[serde(rename = "indexer.ca-file")]
+    pub indexer_ca_file: Option<PathBuf>,
 }
 
 /// Log output format.
@@ -165,6 +177,10 @@ pub struct AgentConfig {
     pub log_format: LogFormat,
     /// `None` when the mesh is disabled.
     pub mesh: Option<MeshOptions>,
+    /// See [`AgentArgs::indexer_connect`].
+    pub indexer_connect: Option<SocketAddr>,
+    /// See [`AgentArgs::indexer_ca_file`].
+    pub indexer_ca_file: Option<PathBuf>,
 }
 
 /// Mesh settings (resolved to addresses at start).
@@ -275,6 +291,8 @@ impl AgentArgs {
         };
         Ok(AgentConfig {
             mesh,
+            indexer_connect: self.indexer_connect.or(file.indexer_connect),
+            indexer_ca_file: self.indexer_ca_file.or(file.indexer_ca_file),
             dstack_socket: self.dstack_socket.or(file.dstack_socket),
             chain_rpc_url: self
                 .chain_rpc_url
@@ -377,6 +395,28 @@ mod tests {
         let config = args.resolve().unwrap();
         assert_eq!(config.policy_id, "from-file");
         assert_eq!(config.poll_confirmations, 3);
+
+        std::fs::write(
+            &path,
+            "\"indexer.connect\" = \"10.0.0.1:8443\"\n\"indexer.ca-file\" = \"/etc/ca.pem\"\n",
+        )
+        .unwrap();
+        let mut args = base();
+        args.config = Some(path.clone());
+        let config = args.resolve().unwrap();
+        assert_eq!(
+            config.indexer_connect,
+            Some("10.0.0.1:8443".parse().unwrap())
+        );
+        assert_eq!(config.indexer_ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        let mut args = base();
+        args.config = Some(path.clone());
+        args.indexer_connect = Some("127.0.0.1:1".parse().unwrap());
+        assert_eq!(
+            args.resolve().unwrap().indexer_connect,
+            Some("127.0.0.1:1".parse().unwrap()),
+            "the flag wins"
+        );
 
         std::fs::write(&path, "unknown = 1\n").unwrap();
         let mut args = base();

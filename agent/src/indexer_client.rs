@@ -48,20 +48,13 @@ use crate::shutdown::Shutdown;
 /// Log target of the indexer boundary.
 pub const LOG_TARGET: &str = "attestmesh::indexer";
 
-/// Environment variable: dial this `host:port` for every `https://` indexer endpoint, keeping
-/// the endpoint's host name for SNI and certificate checks (the devnet gateway emulator, whose
-/// names do not resolve).
-pub const ENV_GATEWAY_CONNECT: &str = "ATTESTMESH_INDEXER_GATEWAY_CONNECT";
-/// Environment variable: a PEM file of an extra CA to trust for `https://` endpoints (the
-/// devnet gateway's CA).
-pub const ENV_CA_FILE: &str = "ATTESTMESH_INDEXER_CA_FILE";
-
 /// How the client connects, verifies and retries.
 #[derive(Debug, Clone)]
 pub struct IndexerClientConfig {
-    /// See [`ENV_GATEWAY_CONNECT`].
+    /// Dial this `host:port` for every `https://` endpoint, keeping the endpoint's host name for
+    /// SNI and certificate checks (`--indexer.connect`).
     pub gateway_connect: Option<SocketAddr>,
-    /// See [`ENV_CA_FILE`] (the PEM itself).
+    /// An extra CA to trust, PEM (read from `--indexer.ca-file`).
     pub ca_pem: Option<String>,
     /// Backoff after a round in which no indexer could be used, doubling up to `backoff_max`.
     pub backoff_initial: Duration,
@@ -98,28 +91,30 @@ impl Default for IndexerClientConfig {
 }
 
 impl IndexerClientConfig {
-    /// Defaults, with [`ENV_GATEWAY_CONNECT`] and [`ENV_CA_FILE`] applied when set.
-    pub fn from_env() -> Result<Self, IndexerClientError> {
-        let mut config = Self::default();
-        if let Some(value) = std::env::var_os(ENV_GATEWAY_CONNECT) {
-            let text = value.to_string_lossy();
-            config.gateway_connect =
-                Some(text.parse().map_err(|e| IndexerClientError::Config {
-                    name: ENV_GATEWAY_CONNECT,
-                    message: format!("{text:?} is not host:port ({e}); e.g. 127.0.0.1:8443"),
-                })?);
-        }
-        if let Some(path) = std::env::var_os(ENV_CA_FILE) {
-            let pem = std::fs::read_to_string(&path).map_err(|e| IndexerClientError::Config {
-                name: ENV_CA_FILE,
-                message: format!(
-                    "cannot read {}: {e}; point it at the gateway CA's PEM file",
-                    std::path::Path::new(&path).display()
-                ),
-            })?;
-            config.ca_pem = Some(pem);
-        }
-        Ok(config)
+    /// Defaults, with the agent's `--indexer.connect` and `--indexer.ca-file` applied.
+    pub fn with_gateway(
+        gateway_connect: Option<SocketAddr>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, IndexerClientError> {
+        let ca_pem = match ca_file {
+            Some(path) => {
+                Some(
+                    std::fs::read_to_string(path).map_err(|e| IndexerClientError::Config {
+                        name: "indexer.ca-file",
+                        message: format!(
+                            "cannot read {}: {e}; point it at the gateway CA's PEM file",
+                            path.display()
+                        ),
+                    })?,
+                )
+            }
+            None => None,
+        };
+        Ok(Self {
+            gateway_connect,
+            ca_pem,
+            ..Self::default()
+        })
     }
 }
 
@@ -292,28 +287,9 @@ pub struct RegisteredIndexer {
     pub public_key: [u8; 32],
 }
 
-/// Runs the push subscription for `cluster` until shutdown or until `events` closes, with the
-/// configuration from the environment ([`IndexerClientConfig::from_env`]), counting into
-/// `stats`.
+/// Runs the push subscription for `cluster` until shutdown or until `events` closes, counting
+/// into `stats`.
 pub async fn run(
-    stats: Arc<IndexerClientStats>,
-    chain: ChainClient,
-    cluster: Address,
-    events: mpsc::Sender<IntakeEvent>,
-    shutdown: Shutdown,
-) {
-    let config = match IndexerClientConfig::from_env() {
-        Ok(config) => config,
-        Err(error) => {
-            error!(target: LOG_TARGET, %error, "indexer push disabled; intake continues by chain-log polling alone");
-            return;
-        }
-    };
-    run_with(config, stats, chain, cluster, events, shutdown).await;
-}
-
-/// [`run`] with an explicit configuration and shared counters.
-pub async fn run_with(
     config: IndexerClientConfig,
     stats: Arc<IndexerClientStats>,
     chain: ChainClient,

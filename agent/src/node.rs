@@ -189,13 +189,23 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> eyre::Result<()> {
     let (events_tx, events_rx) = mpsc::channel(1024);
     // The indexer's verified push feeds the same channel as the poller (either alone suffices;
     // the consumer de-duplicates).
-    let indexer = tokio::spawn(crate::indexer_client::run(
-        node.metrics.indexer.clone(),
-        node.chain.clone(),
-        cluster_address,
-        events_tx.clone(),
-        shutdown.clone(),
-    ));
+    let indexer = match crate::indexer_client::IndexerClientConfig::with_gateway(
+        config.indexer_connect,
+        config.indexer_ca_file.as_deref(),
+    ) {
+        Ok(indexer_config) => Some(tokio::spawn(crate::indexer_client::run(
+            indexer_config,
+            node.metrics.indexer.clone(),
+            node.chain.clone(),
+            cluster_address,
+            events_tx.clone(),
+            shutdown.clone(),
+        ))),
+        Err(error) => {
+            error!(target: crate::indexer_client::LOG_TARGET, %error, "indexer push disabled; intake continues by chain-log polling alone");
+            None
+        }
+    };
     let poll_config = PollConfig {
         cluster: cluster_address,
         self_member_id: member.id,
@@ -273,7 +283,9 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> eyre::Result<()> {
     info!(target: AGENT, "shutting down");
     poller.abort();
     consumer.abort();
-    indexer.abort();
+    if let Some(indexer) = indexer {
+        indexer.abort();
+    }
     if let Some(mesh) = mesh {
         // The mesh task tears its interface down on shutdown; give it a moment.
         let _ = tokio::time::timeout(Duration::from_secs(5), mesh).await;

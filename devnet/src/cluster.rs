@@ -363,19 +363,17 @@ impl Cluster {
                 &format!("{host}:{}", self.stack.gateway.local_addr().port()),
             ])
             .args(["--gateway.domain", self.stack.gateway.domain()])
+            // How nodes reach an indexer the registry lists: through the gateway (whose names do
+            // not resolve here), trusting the devnet gateway's CA.
+            .args([
+                "--indexer.connect",
+                &format!("{host}:{}", self.stack.gateway.local_addr().port()),
+            ])
+            .arg("--indexer.ca-file")
+            .arg(self.stack.config.state_dir.join("gateway-ca.pem"))
             .args(["--health.listen", &format!("0.0.0.0:{HEALTH_PORT}")])
             .arg("--api.socket")
             .arg(&node.socket)
-            // How nodes reach an indexer the registry lists: through the gateway (whose names do
-            // not resolve here), trusting the devnet gateway's CA.
-            .env(
-                "ATTESTMESH_INDEXER_GATEWAY_CONNECT",
-                format!("{host}:{}", self.stack.gateway.local_addr().port()),
-            )
-            .env(
-                "ATTESTMESH_INDEXER_CA_FILE",
-                self.stack.config.state_dir.join("gateway-ca.pem"),
-            )
             .env("RUST_LOG", &self.agent_log_filter)
             .stdin(Stdio::null())
             .stdout(log)

@@ -66,7 +66,7 @@ pub(crate) fn spawn_client(
     let stats = Arc::new(IndexerClientStats::default());
     let (tx, rx) = mpsc::channel(1024);
     let shutdown = Shutdown::new();
-    tokio::spawn(indexer_client::run_with(
+    tokio::spawn(indexer_client::run(
         config,
         Arc::clone(&stats),
         world.reader.clone(),
@@ -312,7 +312,7 @@ async fn with_the_indexer_down_polling_carries_intake_then_a_restarted_indexer_i
     let stats = Arc::new(IndexerClientStats::default());
     let shutdown = Shutdown::new();
     let (push_tx, mut push_rx) = mpsc::channel(1024);
-    tokio::spawn(indexer_client::run_with(
+    tokio::spawn(indexer_client::run(
         test_config(),
         Arc::clone(&stats),
         world.reader.clone(),
