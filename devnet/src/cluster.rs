@@ -504,6 +504,16 @@ impl Cluster {
         Ok(self.indexer.insert(indexer))
     }
 
+    /// Every process this cluster started that is still running: anvil, the indexer, the
+    /// agents (the demo records them, so a demo that was itself SIGKILLed is cleaned up by the
+    /// next one).
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.stack.chain.anvil_pid()];
+        pids.extend(self.indexer.as_ref().and_then(|i| i.process.id()));
+        pids.extend(self.nodes.iter().filter_map(ClusterNode::pid));
+        pids
+    }
+
     /// An error naming the first started agent that has exited, with the end of its log.
     pub fn check_agents_running(&mut self) -> eyre::Result<()> {
         for node in &mut self.nodes {

@@ -44,6 +44,38 @@ pub struct DemoArgs {
     pub state_dir: PathBuf,
 }
 
+/// The processes of the running demo, one pid per line (removed on a clean exit).
+const PIDS_FILE: &str = "pids";
+/// What a leftover process's command line must name before it is killed (a recycled pid is
+/// someone else's process).
+const OUR_PROGRAMS: [&str; 3] = ["cluster-mesh-agent", "attestmesh-indexer", "anvil"];
+
+/// Kills what a demo that was itself killed (SIGKILL: no clean-up ran) left running; its
+/// namespaces go with the next namespace created ([`crate::netns::sweep_orphans`]).
+fn stop_leftovers(pids_file: &std::path::Path) {
+    let Ok(text) = std::fs::read_to_string(pids_file) else {
+        return;
+    };
+    for pid in text
+        .lines()
+        .filter_map(|line| line.trim().parse::<u32>().ok())
+    {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if OUR_PROGRAMS.iter().any(|p| cmdline.contains(p)) {
+            let killed = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            if killed {
+                println!(
+                    "[demo] stopped process {pid}, left running by an earlier demo that was killed"
+                );
+            }
+        }
+    }
+}
+
 /// Runs the demo until `shutdown` (or until healthy, with `--exit-when-healthy`). Everything it
 /// created — agents, namespaces, the devnet — is gone when this returns.
 pub async fn demo(args: DemoArgs, shutdown: impl Future<Output = ()>) -> eyre::Result<()> {
@@ -54,6 +86,7 @@ pub async fn demo(args: DemoArgs, shutdown: impl Future<Output = ()>) -> eyre::R
     if args.nodes == 0 {
         eyre::bail!("--nodes must be at least 1");
     }
+    stop_leftovers(&args.state_dir.join(PIDS_FILE));
     if args.state_dir.exists() {
         std::fs::remove_dir_all(&args.state_dir)
             .wrap_err_with(|| format!("cannot clear {}", args.state_dir.display()))?;
@@ -143,6 +176,7 @@ async fn run(
     for i in 0..args.nodes {
         cluster.start_agent(i)?;
     }
+    record_pids(&cluster, state_dir)?;
     let took = cluster
         .wait_all_healthy(Duration::from_secs(args.timeout_secs), |view| {
             print_progress(view, started)
@@ -162,6 +196,16 @@ async fn run(
     }
     println!("[demo] staying up; phase and peer changes show below. Ctrl-C stops and cleans up.");
     watch(&mut cluster).await
+}
+
+fn record_pids(cluster: &Cluster, state_dir: &std::path::Path) -> eyre::Result<()> {
+    let text: String = cluster
+        .pids()
+        .iter()
+        .map(|pid| format!("{pid}\n"))
+        .collect();
+    let path = state_dir.join(PIDS_FILE);
+    std::fs::write(&path, text).wrap_err_with(|| format!("cannot write {}", path.display()))
 }
 
 fn print_progress(view: &NodeView, started: Instant) {
