@@ -179,8 +179,9 @@ pub struct AgentConfig {
     pub mesh: Option<MeshOptions>,
     /// See [`AgentArgs::indexer_connect`].
     pub indexer_connect: Option<SocketAddr>,
-    /// See [`AgentArgs::indexer_ca_file`].
-    pub indexer_ca_file: Option<PathBuf>,
+    /// The PEM of [`AgentArgs::indexer_ca_file`], read at start (an unreadable file is a
+    /// configuration error, not a silently disabled indexer).
+    pub indexer_ca_pem: Option<String>,
 }
 
 /// Mesh settings (resolved to addresses at start).
@@ -289,10 +290,24 @@ impl AgentArgs {
                     .max(1),
             })
         };
+        let indexer_ca_pem = match self.indexer_ca_file.or(file.indexer_ca_file) {
+            Some(path) => {
+                Some(
+                    std::fs::read_to_string(&path).map_err(|e| ConfigError::Invalid {
+                        name: "--indexer.ca-file",
+                        message: format!(
+                            "cannot read {}: {e}; point it at the gateway CA's PEM file",
+                            path.display()
+                        ),
+                    })?,
+                )
+            }
+            None => None,
+        };
         Ok(AgentConfig {
             mesh,
             indexer_connect: self.indexer_connect.or(file.indexer_connect),
-            indexer_ca_file: self.indexer_ca_file.or(file.indexer_ca_file),
+            indexer_ca_pem,
             dstack_socket: self.dstack_socket.or(file.dstack_socket),
             chain_rpc_url: self
                 .chain_rpc_url
@@ -396,9 +411,14 @@ mod tests {
         assert_eq!(config.policy_id, "from-file");
         assert_eq!(config.poll_confirmations, 3);
 
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
         std::fs::write(
             &path,
-            "\"indexer.connect\" = \"10.0.0.1:8443\"\n\"indexer.ca-file\" = \"/etc/ca.pem\"\n",
+            format!(
+                "\"indexer.connect\" = \"10.0.0.1:8443\"\n\"indexer.ca-file\" = {:?}\n",
+                ca.display().to_string()
+            ),
         )
         .unwrap();
         let mut args = base();
@@ -408,7 +428,17 @@ mod tests {
             config.indexer_connect,
             Some("10.0.0.1:8443".parse().unwrap())
         );
-        assert_eq!(config.indexer_ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(
+            config.indexer_ca_pem.as_deref(),
+            Some("-----BEGIN CERTIFICATE-----\n")
+        );
+        let mut args = base();
+        args.indexer_ca_file = Some(dir.path().join("missing.pem"));
+        let err = args.resolve().unwrap_err().to_string();
+        assert!(
+            err.contains("--indexer.ca-file") && err.contains("missing.pem"),
+            "{err}"
+        );
         let mut args = base();
         args.config = Some(path.clone());
         args.indexer_connect = Some("127.0.0.1:1".parse().unwrap());

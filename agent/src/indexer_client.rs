@@ -54,7 +54,7 @@ pub struct IndexerClientConfig {
     /// Dial this `host:port` for every `https://` endpoint, keeping the endpoint's host name for
     /// SNI and certificate checks (`--indexer.connect`).
     pub gateway_connect: Option<SocketAddr>,
-    /// An extra CA to trust, PEM (read from `--indexer.ca-file`).
+    /// An extra CA to trust, PEM (the agent reads it from `--indexer.ca-file`).
     pub ca_pem: Option<String>,
     /// Backoff after a round in which no indexer could be used, doubling up to `backoff_max`.
     pub backoff_initial: Duration,
@@ -87,34 +87,6 @@ impl Default for IndexerClientConfig {
             chain_check_delay: Duration::from_millis(300),
             rediscover_interval: Duration::from_secs(300),
         }
-    }
-}
-
-impl IndexerClientConfig {
-    /// Defaults, with the agent's `--indexer.connect` and `--indexer.ca-file` applied.
-    pub fn with_gateway(
-        gateway_connect: Option<SocketAddr>,
-        ca_file: Option<&std::path::Path>,
-    ) -> Result<Self, IndexerClientError> {
-        let ca_pem = match ca_file {
-            Some(path) => {
-                Some(
-                    std::fs::read_to_string(path).map_err(|e| IndexerClientError::Config {
-                        name: "indexer.ca-file",
-                        message: format!(
-                            "cannot read {}: {e}; point it at the gateway CA's PEM file",
-                            path.display()
-                        ),
-                    })?,
-                )
-            }
-            None => None,
-        };
-        Ok(Self {
-            gateway_connect,
-            ca_pem,
-            ..Self::default()
-        })
     }
 }
 
@@ -168,8 +140,6 @@ pub enum IndexerClientError {
     ChainCheck(#[source] ChainError),
     #[error("indexer {endpoint} ended the stream")]
     StreamEnded { endpoint: String },
-    #[error("invalid indexer client configuration {name}: {message}")]
-    Config { name: &'static str, message: String },
 }
 
 /// Why a push was rejected.

@@ -189,23 +189,19 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> eyre::Result<()> {
     let (events_tx, events_rx) = mpsc::channel(1024);
     // The indexer's verified push feeds the same channel as the poller (either alone suffices;
     // the consumer de-duplicates).
-    let indexer = match crate::indexer_client::IndexerClientConfig::with_gateway(
-        config.indexer_connect,
-        config.indexer_ca_file.as_deref(),
-    ) {
-        Ok(indexer_config) => Some(tokio::spawn(crate::indexer_client::run(
-            indexer_config,
-            node.metrics.indexer.clone(),
-            node.chain.clone(),
-            cluster_address,
-            events_tx.clone(),
-            shutdown.clone(),
-        ))),
-        Err(error) => {
-            error!(target: crate::indexer_client::LOG_TARGET, %error, "indexer push disabled; intake continues by chain-log polling alone");
-            None
-        }
+    let indexer_config = crate::indexer_client::IndexerClientConfig {
+        gateway_connect: config.indexer_connect,
+        ca_pem: config.indexer_ca_pem.clone(),
+        ..Default::default()
     };
+    let indexer = tokio::spawn(crate::indexer_client::run(
+        indexer_config,
+        node.metrics.indexer.clone(),
+        node.chain.clone(),
+        cluster_address,
+        events_tx.clone(),
+        shutdown.clone(),
+    ));
     let poll_config = PollConfig {
         cluster: cluster_address,
         self_member_id: member.id,
@@ -283,9 +279,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> eyre::Result<()> {
     info!(target: AGENT, "shutting down");
     poller.abort();
     consumer.abort();
-    if let Some(indexer) = indexer {
-        indexer.abort();
-    }
+    indexer.abort();
     if let Some(mesh) = mesh {
         // The mesh task tears its interface down on shutdown; give it a moment.
         let _ = tokio::time::timeout(Duration::from_secs(5), mesh).await;

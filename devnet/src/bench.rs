@@ -89,7 +89,10 @@ async fn run(args: &BenchArgs) -> eyre::Result<()> {
     let state_dir = std::fs::canonicalize(&args.state_dir)?;
 
     let mut report = header(args, &agent)?;
-    let largest = args.sizes.iter().copied().max().unwrap_or(0);
+    if args.sizes.is_empty() || args.sizes.contains(&0) || args.runs == 0 {
+        eyre::bail!("--sizes needs cluster sizes of at least 1 node and --runs at least 1");
+    }
+    let largest = args.sizes.iter().copied().max().unwrap_or(1);
     let mut start_rows = Vec::new();
     let mut steady = None;
     let mut catch_up = None;
@@ -134,7 +137,7 @@ async fn run(args: &BenchArgs) -> eyre::Result<()> {
     report.push_str("## Start and restart to a whole cluster\n\n");
     report.push_str(
         "Seconds from starting the agents until every node is healthy **and** sees every other \
-         node live (`GetMeshStatus`, polled every 100 ms). Each run is a fresh devnet; restarts \
+         node live (`GetMeshStatus` and `/healthz`, all nodes asked at once, rounds 100 ms apart). Each run is a fresh devnet; restarts \
          are `kill -9` then start, of nodes 1 and 2 (\"2 nodes\", which includes member 1 in most \
          runs) and then of every node at once. min / median / max over the runs.\n\n",
     );
@@ -195,7 +198,7 @@ async fn restart(cluster: &mut Cluster, nodes: &[usize]) -> eyre::Result<Duratio
 
 /// What each agent costs at rest: CPU time from /proc, bytes on its attestmesh0 (heartbeats and
 /// WireGuard keepalives: no app traffic runs) and on its veth (everything the node sends and
-/// receives: WireGuard inside TLS to the gateway, chain polling, the API).
+/// receives: WireGuard inside TLS to the gateway, chain polling).
 async fn measure_steady_state(cluster: &mut Cluster, window_secs: u64) -> eyre::Result<String> {
     // Let the start-up traffic (endpoint envelopes, CSK pulls) finish first.
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -209,17 +212,34 @@ async fn measure_steady_state(cluster: &mut Cluster, window_secs: u64) -> eyre::
     let mut cpu = Vec::new();
     let mut mesh = Vec::new();
     let mut wire = Vec::new();
-    for (b, a) in before.iter().zip(&after) {
-        cpu.push((a.cpu_ticks - b.cpu_ticks) as f64 / ticks_per_second / elapsed * 100.0);
-        mesh.push((a.mesh_bytes - b.mesh_bytes) as f64 / elapsed);
-        wire.push((a.veth_bytes - b.veth_bytes) as f64 / elapsed);
+    for ((b, a), node) in before.iter().zip(&after).zip(&cluster.nodes) {
+        // A restarted agent or a recreated interface would make the differences meaningless.
+        let grew = |later: u64, earlier: u64, what: &str| {
+            later.checked_sub(earlier).ok_or_else(|| {
+                eyre::eyre!(
+                    "{}: the {what} counter went backwards during the window",
+                    node.name
+                )
+            })
+        };
+        if a.pid != b.pid {
+            eyre::bail!(
+                "{}: the agent restarted during the steady-state window",
+                node.name
+            );
+        }
+        cpu.push(
+            grew(a.cpu_ticks, b.cpu_ticks, "CPU")? as f64 / ticks_per_second / elapsed * 100.0,
+        );
+        mesh.push(grew(a.mesh_bytes, b.mesh_bytes, "attestmesh0")? as f64 / elapsed);
+        wire.push(grew(a.veth_bytes, b.veth_bytes, "veth")? as f64 / elapsed);
     }
     let n = cluster.nodes.len();
     let mut out = format!(
         "## Heartbeats at {n} nodes\n\nPer node, over {elapsed:.0} s of steady state (every node \
          healthy, no app traffic), agents at their defaults (heartbeat every 2 s to each of the \
          {} peers, chain polling every 2 s). Bytes are received + sent.\n\n",
-        n - 1
+        n.saturating_sub(1)
     );
     out.push_str("| per node | mean | min | max |\n| --- | ---: | ---: | ---: |\n");
     for (label, values, unit) in [
@@ -243,6 +263,7 @@ async fn measure_steady_state(cluster: &mut Cluster, window_secs: u64) -> eyre::
 }
 
 struct Sample {
+    pid: u32,
     cpu_ticks: u64,
     mesh_bytes: u64,
     veth_bytes: u64,
@@ -296,6 +317,7 @@ fn sample(cluster: &Cluster) -> eyre::Result<Vec<Sample>> {
                 .wrap_err_with(|| format!("{path} is not a number"))?;
         }
         samples.push(Sample {
+            pid,
             cpu_ticks,
             mesh_bytes,
             veth_bytes,
@@ -334,26 +356,18 @@ async fn measure_throughput(state_dir: &Path, agent: &Path, secs: u64) -> eyre::
         .wrap_err("GetSelf")?
         .into_inner()
         .mesh_ip;
-    let server = cluster.nodes[1]
-        .netns
-        .exec("iperf3")
-        .args(["-s", "-1", "-B", &mesh_ip, "-p", "5201"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
+    let server = iperf_server(cluster.nodes[1].netns.exec("iperf3"), &mesh_ip)
         .wrap_err("cannot start iperf3 -s in node-2's namespace")?;
     let mesh = iperf_client(&cluster.nodes[0].netns, &mesh_ip, secs).await;
-    reap(server);
+    drop(server);
     let mesh = mesh?;
     println!("[bench]   attestmesh0: {:.0} Mbit/s", mesh / 1e6);
 
     let host_ip = cluster.nodes[0].host_ip.to_string();
-    let server = std::process::Command::new("iperf3")
-        .args(["-s", "-1", "-B", &host_ip, "-p", "5201"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
+    let server = iperf_server(std::process::Command::new("iperf3"), &host_ip)
         .wrap_err("cannot start iperf3 -s in the root namespace")?;
     let bare = iperf_client(&cluster.nodes[0].netns, &host_ip, secs).await;
-    reap(server);
+    drop(server);
     let bare = bare?;
     println!("[bench]   bare veth: {:.0} Mbit/s", bare / 1e6);
 
@@ -382,15 +396,37 @@ async fn measure_throughput(state_dir: &Path, agent: &Path, secs: u64) -> eyre::
     Ok(out)
 }
 
-/// `iperf3 -c` from inside `netns`; the received throughput in bits per second.
+/// `iperf3 -s` for one test on `address`; killed when dropped (an interrupted run must not
+/// leave it waiting, or keep a namespace alive).
+fn iperf_server(
+    program: std::process::Command,
+    address: &str,
+) -> std::io::Result<tokio::process::Child> {
+    let mut command = tokio::process::Command::from(program);
+    command
+        .args(["-s", "-1", "-B", address, "-p", "5201"])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+}
+
+/// `iperf3 -c` from inside `netns`; the received throughput in bits per second. Each attempt
+/// is bounded: a path that drops everything must fail the run, not hang it.
 async fn iperf_client(netns: &crate::netns::Netns, address: &str, secs: u64) -> eyre::Result<f64> {
     let mut last = String::new();
+    let bound = Duration::from_secs(secs + 30);
     // The server needs a moment to listen, and iperf3 -c does not retry.
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let mut command = tokio::process::Command::from(netns.exec("iperf3"));
-        command.args(["-c", address, "-p", "5201", "-t", &secs.to_string(), "-J"]);
-        let output = command.output().await.wrap_err("cannot run iperf3 -c")?;
+        command
+            .args(["-c", address, "-p", "5201", "-t", &secs.to_string(), "-J"])
+            .args(["--connect-timeout", "2000"])
+            .kill_on_drop(true);
+        let output = tokio::time::timeout(bound, command.output())
+            .await
+            .map_err(|_| eyre::eyre!("iperf3 to {address} did not finish within {bound:?}"))?
+            .wrap_err("cannot run iperf3 -c")?;
         let report: serde_json::Value =
             serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
         if let Some(bps) = report
@@ -405,14 +441,6 @@ async fn iperf_client(netns: &crate::netns::Netns, address: &str, secs: u64) -> 
         );
     }
     eyre::bail!("iperf3 to {address} gave no result: {last}")
-}
-
-fn reap(mut server: std::process::Child) {
-    // `-1` makes the server exit after one test; a failed test leaves it waiting.
-    if server.try_wait().ok().flatten().is_none() {
-        let _ = server.kill();
-    }
-    let _ = server.wait();
 }
 
 /// History for the indexer to catch up on: every node sends `per_node` sealed messages to the
@@ -540,14 +568,20 @@ async fn measure_catch_up(cluster: &Cluster, indexer: &Path, dir: &Path) -> eyre
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let _ = child.kill().await;
-    let number = |key: &str| status[key].as_f64().unwrap_or(f64::NAN);
-    let blocks = number("applied_block") - number("start_block") + 1.0;
-    let seconds = number("catch_up_seconds");
-    let events = number("events");
+    let number = |key: &str| {
+        status[key]
+            .as_f64()
+            .ok_or_else(|| eyre::eyre!("the indexer's /status has no number {key:?}: {status}"))
+    };
+    let blocks = number("applied_block")? - number("start_block")? + 1.0;
+    let seconds = number("catch_up_seconds")?;
+    let events = number("events")?;
     let rpc_calls: u64 = status["rpc_calls"]
         .as_object()
-        .map(|calls| calls.values().filter_map(serde_json::Value::as_u64).sum())
-        .unwrap_or(0);
+        .ok_or_else(|| eyre::eyre!("the indexer's /status has no rpc_calls: {status}"))?
+        .values()
+        .filter_map(serde_json::Value::as_u64)
+        .sum();
     let mut out = String::from("## Indexer catch-up\n\n");
     out.push_str(
         "The indexer binary, started after the largest cluster's runs and the messages above \
@@ -595,10 +629,10 @@ fn gas_table(snapshots: &Path) -> eyre::Result<String> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         for (name, gas) in values {
-            entries.push((
-                format!("{group}: {name}"),
-                gas.as_str().unwrap_or("?").to_string(),
-            ));
+            let gas = gas.as_str().ok_or_else(|| {
+                eyre::eyre!("{}: {name} is not a gas figure: {gas}", path.display())
+            })?;
+            entries.push((format!("{group}: {name}"), gas.to_string()));
         }
     }
     entries.sort();
@@ -677,7 +711,12 @@ fn spread(values: &[Duration]) -> String {
     }
     let mut sorted: Vec<f64> = values.iter().map(|d| d.as_secs_f64()).collect();
     sorted.sort_by(f64::total_cmp);
-    let median = sorted[sorted.len() / 2];
+    let middle = sorted.len() / 2;
+    let median = if sorted.len().is_multiple_of(2) {
+        (sorted[middle - 1] + sorted[middle]) / 2.0
+    } else {
+        sorted[middle]
+    };
     format!(
         "{:.2} / {median:.2} / {:.2} s",
         sorted[0],

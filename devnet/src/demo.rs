@@ -44,34 +44,37 @@ pub struct DemoArgs {
     pub state_dir: PathBuf,
 }
 
-/// The processes of the running demo, one pid per line (removed on a clean exit).
+/// The processes of the running demo, one `<pid> <executable>` per line (removed on a clean
+/// exit).
 const PIDS_FILE: &str = "pids";
-/// What a leftover process's command line must name before it is killed (a recycled pid is
-/// someone else's process).
-const OUR_PROGRAMS: [&str; 3] = ["cluster-mesh-agent", "attestmesh-indexer", "anvil"];
 
-/// Kills what a demo that was itself killed (SIGKILL: no clean-up ran) left running; its
-/// namespaces go with the next namespace created ([`crate::netns::sweep_orphans`]).
+/// Kills what a demo that was itself killed (SIGKILL: no clean-up ran) left running: each
+/// recorded pid whose executable is still the recorded one (a recycled pid is someone else's
+/// process). Its namespaces go with the next namespace created
+/// ([`crate::netns::sweep_orphans`]).
 fn stop_leftovers(pids_file: &std::path::Path) {
     let Ok(text) = std::fs::read_to_string(pids_file) else {
         return;
     };
-    for pid in text
-        .lines()
-        .filter_map(|line| line.trim().parse::<u32>().ok())
-    {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if OUR_PROGRAMS.iter().any(|p| cmdline.contains(p)) {
-            let killed = std::process::Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .status()
-                .is_ok_and(|s| s.success());
-            if killed {
-                println!(
-                    "[demo] stopped process {pid}, left running by an earlier demo that was killed"
-                );
-            }
+    for line in text.lines() {
+        let Some((pid, recorded)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        let running = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        if running.as_deref() != Some(std::path::Path::new(recorded)) {
+            continue;
+        }
+        let killed = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        if killed {
+            println!(
+                "[demo] stopped process {pid} ({recorded}), left running by an earlier demo that was killed"
+            );
         }
     }
 }
@@ -137,6 +140,7 @@ async fn run(
         config.chain.chain_id
     );
     let mut cluster = Cluster::prepare_with(config, state_dir, 0, agent_binary).await?;
+    record_pids(&cluster, state_dir)?;
     println!(
         "[demo] devnet up in {:.1} s: chain {}, cluster {}",
         began.elapsed().as_secs_f64(),
@@ -148,7 +152,11 @@ async fn run(
             .indexer_binary
             .clone()
             .unwrap_or_else(|| agent_binary.with_file_name("attestmesh-indexer"));
-        let indexer = cluster.start_indexer(&binary).await?;
+        cluster.start_indexer(&binary).await?;
+        record_pids(&cluster, state_dir)?;
+        let Some(indexer) = cluster.indexer.as_ref() else {
+            eyre::bail!("the indexer was started but is not recorded");
+        };
         println!(
             "[demo] indexer: its Ed25519 key {}… derived in its TEE, registered in the \
              IndexerRegistry as {}",
@@ -262,10 +270,13 @@ async fn show_cluster(cluster: &Cluster) -> eyre::Result<()> {
         // The fingerprint is keccak256(key): the public on-chain commitment, never the key.
         let fingerprint = keccak256(&csk.key);
         fingerprints.push(fingerprint);
-        let pushes = node
+        let pushes = match node
             .metric("attestmesh_agent_indexer_pushes_accepted_total")
-            .await
-            .map_or_else(|| "-".to_string(), |n| format!("{n:.0} verified"));
+            .await?
+        {
+            Some(n) => format!("{n:.0} verified"),
+            None => "-".to_string(),
+        };
         println!(
             "  {:8} {:>6}  {:12} {:>5} of {:<2}  {:9}  {:>14}  {}…",
             node.name,
@@ -302,20 +313,29 @@ async fn show_indexer(cluster: &mut Cluster) -> eyre::Result<()> {
     if !indexer.running() {
         eyre::bail!("the indexer exited; see {}", indexer.log.display());
     }
-    let status = indexer.status().await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     for node in &cluster.nodes {
-        while node.metric(PUSHES).await.unwrap_or(0.0) < 1.0 {
+        loop {
+            let verified = match node.metric(PUSHES).await {
+                Ok(count) => count.unwrap_or(0.0),
+                Err(err) if Instant::now() >= deadline => return Err(err),
+                Err(_) => 0.0,
+            };
+            if verified >= 1.0 {
+                break;
+            }
             if Instant::now() >= deadline {
                 eyre::bail!(
-                    "{} verified no push from the indexer (see the indexer lines in its log, \
-                     target attestmesh::indexer)",
+                    "{} verified no push from the indexer within 30 s (see the lines of target \
+                     attestmesh::indexer in its log)",
                     node.name
                 );
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+    // Read after every node verified a push, so the counts below include their subscriptions.
+    let status = indexer.status().await?;
     println!(
         "[demo] indexer: {} events of {} cluster(s) followed up to block {}, pushed signed to {} \
          subscriber(s); every node verified pushes (signature and chain check; log polling runs \

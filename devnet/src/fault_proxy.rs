@@ -61,6 +61,9 @@ pub struct FaultProxy {
     faults: Arc<std::sync::atomic::AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
     serving: Option<tokio::task::JoinHandle<()>>,
+    /// While down: the port, bound but not listening. Connections are refused, as with the
+    /// service gone, and no other process can take the port before [`FaultProxy::come_back`].
+    reserved: Option<tokio::net::TcpSocket>,
 }
 
 impl FaultProxy {
@@ -109,6 +112,7 @@ impl FaultProxy {
             faults,
             stop: None,
             serving: None,
+            reserved: None,
         };
         proxy.serve(listener);
         Ok(proxy)
@@ -130,17 +134,37 @@ impl FaultProxy {
         }));
     }
 
-    /// Takes the service down for real: the port closes (new connections are refused) and
-    /// open connections end once their request is answered.
-    pub async fn go_down(&mut self) {
+    /// Takes the service down for real: the port stops listening (new connections are
+    /// refused) and open connections end once their request is answered.
+    pub async fn go_down(&mut self) -> Result<(), FaultProxyError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(serving) = self.serving.take() {
+        if let Some(mut serving) = self.serving.take() {
             // Bounded: a client holding a connection open must not hang the test.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), serving).await;
+            if tokio::time::timeout(std::time::Duration::from_secs(5), &mut serving)
+                .await
+                .is_err()
+            {
+                serving.abort();
+                let _ = serving.await;
+            }
         }
+        let listen_error = |source| FaultProxyError::Listen {
+            address: self.local.to_string(),
+            source,
+        };
+        let socket = if self.local.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(listen_error)?;
+        socket.set_reuseaddr(true).map_err(listen_error)?;
+        socket.bind(self.local).map_err(listen_error)?;
+        self.reserved = Some(socket);
         debug!(target: "attestmesh::devnet", address = %self.local, "fault proxy down");
+        Ok(())
     }
 
     /// Brings the service back on the same address.
@@ -148,13 +172,14 @@ impl FaultProxy {
         if self.serving.is_some() {
             return Ok(());
         }
-        let listener =
-            TcpListener::bind(self.local)
-                .await
-                .map_err(|source| FaultProxyError::Listen {
-                    address: self.local.to_string(),
-                    source,
-                })?;
+        let listener = match self.reserved.take() {
+            Some(socket) => socket.listen(1024),
+            None => TcpListener::bind(self.local).await,
+        }
+        .map_err(|source| FaultProxyError::Listen {
+            address: self.local.to_string(),
+            source,
+        })?;
         self.serve(listener);
         debug!(target: "attestmesh::devnet", address = %self.local, "fault proxy back");
         Ok(())
@@ -244,11 +269,14 @@ async fn handle(
     for hop in [header::HOST, header::CONTENT_LENGTH, header::CONNECTION] {
         forward_headers.remove(hop);
     }
+    forward_headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     let forwarded = state
         .http
         .post(state.upstream.clone())
         .headers(forward_headers)
-        .header(header::CONTENT_TYPE, "application/json")
         .body(body)
         .send()
         .await;

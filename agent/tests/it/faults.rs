@@ -91,7 +91,7 @@ impl FaultyDevnet {
 async fn registration_outlasts(service: Service, what_it_says: &str) {
     let dir = tempfile::tempdir().unwrap();
     let mut devnet = FaultyDevnet::start(dir.path()).await;
-    devnet.proxy(service).go_down().await;
+    devnet.proxy(service).go_down().await.unwrap();
     let down_since = Instant::now();
     let agent = devnet.agent(dir.path());
 

@@ -509,7 +509,7 @@ async fn paymaster_hash_matches_the_contracts_get_hash() {
 /// parallel) all land: the sender queues them instead of letting two read the same nonce and
 /// one fail with AA25.
 #[tokio::test(flavor = "multi_thread")]
-async fn concurrent_sends_from_one_account_all_land_in_nonce_order() {
+async fn concurrent_sends_from_one_account_all_land() {
     let devnet = devnet().await;
     let registration = registration(&devnet.chain, &devnet.cluster, devnet.account, "node-1").await;
     let sender = sender(&devnet, registration.owner.clone());
