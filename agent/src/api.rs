@@ -168,7 +168,10 @@ pub async fn serve_api(
         .build_v1()
         .map_err(|e| ApiError::Reflection(e.to_string()))?;
     info!(target: API, socket = %path, "gRPC API listening");
-    let service = AgentServer::new(AgentApi { node });
+    let service = AgentServer::new(AgentApi {
+        node,
+        shutdown: shutdown.clone(),
+    });
     let incoming = UnixListenerStream::new(listener);
     Ok(tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
@@ -203,9 +206,28 @@ fn to_status(error: &SendError) -> Status {
 
 struct AgentApi {
     node: Node,
+    shutdown: Shutdown,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// `stream`, ended at shutdown. A subscription never ends by itself, and the server's graceful
+/// shutdown waits for every open stream: without this an app holding a subscription would
+/// keep the agent from stopping.
+fn until_shutdown<T: Send + 'static>(
+    stream: impl Stream<Item = Result<T, Status>> + Send + 'static,
+    shutdown: &Shutdown,
+) -> BoxStream<T> {
+    let stop = tokio_stream::wrappers::WatchStream::new(shutdown.receiver())
+        .filter_map(|cancelled| cancelled.then_some(None));
+    Box::pin(
+        stream
+            .map(Some)
+            .merge(stop)
+            .take_while(Option::is_some)
+            .filter_map(|item| item),
+    )
+}
 
 fn to_pb_message(m: &InboundMessage) -> pb::InboundMessage {
     pb::InboundMessage {
@@ -351,7 +373,10 @@ impl Agent for AgentApi {
                 "the subscriber fell behind; resubscribe with the last cursor",
             ))),
         });
-        Ok(tonic::Response::new(Box::pin(backlog.chain(live))))
+        Ok(tonic::Response::new(until_shutdown(
+            backlog.chain(live),
+            &self.shutdown,
+        )))
     }
 
     type SubscribePeerEventsStream = BoxStream<pb::PeerEvent>;
@@ -374,7 +399,7 @@ impl Agent for AgentApi {
             }),
             Err(_) => Err(Status::data_loss("the subscriber fell behind; resubscribe")),
         });
-        Ok(tonic::Response::new(Box::pin(stream)))
+        Ok(tonic::Response::new(until_shutdown(stream, &self.shutdown)))
     }
 
     async fn get_cluster_shared_key(

@@ -31,6 +31,11 @@ impl Shutdown {
         *self.tx.borrow()
     }
 
+    /// A receiver that sees the cancellation (for streams that must end with it).
+    pub fn receiver(&self) -> watch::Receiver<bool> {
+        self.tx.subscribe()
+    }
+
     /// Completes once cancelled.
     pub async fn cancelled(&self) {
         let mut rx = self.tx.subscribe();

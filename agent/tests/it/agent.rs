@@ -384,6 +384,45 @@ async fn malformed_and_oversized_grpc_requests_are_refused_and_the_agent_keeps_s
     a.stop().await;
 }
 
+/// An app holding subscriptions open must not keep the agent from stopping: at shutdown the
+/// message and peer-event streams end and the agent's task completes. (Before, the gRPC
+/// server's graceful shutdown waited on the open streams for ever.)
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_ends_open_subscriptions_and_the_agent_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stack = stack(dir.path()).await;
+    stack.add_node("node-1").await.unwrap();
+    let a = start_agent("node-1", agent_config(&stack, 0, dir.path(), None));
+    wait_status(&a, "registered", past_registration).await;
+    let mut client = a.client().await;
+    let mut messages = client
+        .subscribe_messages(pb::SubscribeMessagesRequest {
+            cursor: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = client
+        .subscribe_peer_events(pb::SubscribePeerEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+
+    a.shutdown.cancel();
+    let stopped = tokio::time::timeout(DEADLINE, a.task).await;
+    assert!(
+        matches!(stopped, Ok(Ok(Ok(())))),
+        "the agent stops with subscriptions open: {stopped:?}"
+    );
+    // Ended: no more items (a stream the server reset ends with an error, also fine).
+    let message = tokio::time::timeout(DEADLINE, messages.next())
+        .await
+        .unwrap();
+    assert!(!matches!(message, Some(Ok(_))), "{message:?}");
+    let event = tokio::time::timeout(DEADLINE, events.next()).await.unwrap();
+    assert!(!matches!(event, Some(Ok(_))), "{event:?}");
+}
+
 /// The same sponsored registration and message, bundled by the real `@pimlico/alto` instead of
 /// the project's bundler (the gas manager estimates through alto too).
 #[tokio::test(flavor = "multi_thread")]
@@ -502,6 +541,7 @@ async fn refused_operations_forged_messages_and_revocations() {
     use attestmesh_bindings::cluster::Cluster;
     use attestmesh_bindings::member_account::MemberAccount;
 
+    init_logs();
     let dir = tempfile::tempdir().unwrap();
     let (stack, a, b) = two_agents(dir.path(), StackConfig::new(dir.path().join("devnet"))).await;
     let (id_a, id_b) = (member_id(&a).await, member_id(&b).await);

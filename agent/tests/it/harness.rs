@@ -123,17 +123,25 @@ pub async fn wait_status(
     let mut client = agent.client().await;
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        if let Ok(status) = client.get_mesh_status(pb::GetMeshStatusRequest {}).await {
-            let status = status.into_inner();
-            if done(&status) {
-                return status;
+        // Every outcome, an error included, is checked against the deadline: a wait that
+        // only checked it on success once hung a test until nextest killed it.
+        let call = client.get_mesh_status(pb::GetMeshStatusRequest {});
+        let last = match tokio::time::timeout(Duration::from_secs(10), call).await {
+            Err(_) => "GetMeshStatus did not answer within 10 s".to_string(),
+            Ok(Ok(status)) => {
+                let status = status.into_inner();
+                if done(&status) {
+                    return status;
+                }
+                format!("{status:?}")
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{}: never reached {what}; last status {status:?}",
-                agent.name
-            );
-        }
+            Ok(Err(error)) => format!("GetMeshStatus failed: {error}"),
+        };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}: never reached {what}; last: {last}",
+            agent.name
+        );
         assert!(
             !agent.task.is_finished(),
             "{}: the agent stopped",
@@ -171,13 +179,19 @@ pub async fn two_agents(
 
 /// Sends `payload` from `from` to member `to` through the gRPC API.
 pub async fn send(from: &RunningAgent, to: u64, payload: &[u8]) -> pb::SendMessageResponse {
-    from.client()
+    let mut client = from.client().await;
+    let call = client.send_message(pb::SendMessageRequest {
+        recipient_member_id: to,
+        payload: payload.to_vec(),
+    });
+    tokio::time::timeout(DEADLINE, call)
         .await
-        .send_message(pb::SendMessageRequest {
-            recipient_member_id: to,
-            payload: payload.to_vec(),
+        .unwrap_or_else(|_| {
+            panic!(
+                "{}: SendMessage did not answer within {DEADLINE:?}",
+                from.name
+            )
         })
-        .await
         .expect("SendMessage succeeds")
         .into_inner()
 }
