@@ -626,8 +626,9 @@ fn gas_table(snapshots: &Path) -> eyre::Result<String> {
                 .wrap_err_with(|| format!("{} is not a snapshot", path.display()))?;
         let group = path
             .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+            .ok_or_else(|| eyre::eyre!("{} has no file name", path.display()))?
+            .to_string_lossy()
+            .into_owned();
         for (name, gas) in values {
             let gas = gas.as_str().ok_or_else(|| {
                 eyre::eyre!("{}: {name} is not a gas figure: {gas}", path.display())
@@ -644,26 +645,35 @@ fn gas_table(snapshots: &Path) -> eyre::Result<String> {
 }
 
 fn header(args: &BenchArgs, agent: &Path) -> eyre::Result<String> {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
+    // The machine is part of every figure: a fact that cannot be read fails the run rather
+    // than printing as "0 cores" or an empty kernel.
+    let read =
+        |path: &str| std::fs::read_to_string(path).wrap_err_with(|| format!("cannot read {path}"));
+    // Only some architectures name the CPU model in /proc/cpuinfo.
+    let model = read("/proc/cpuinfo")?
         .lines()
         .find_map(|l| l.strip_prefix("model name"))
-        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, usize::from);
-    let memory_gib = std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
+        .map_or_else(
+            || "unknown CPU model".to_string(),
+            |l| l.trim_start_matches([' ', '\t', ':']).to_string(),
+        );
+    let cores = std::thread::available_parallelism()
+        .wrap_err("cannot count the CPU cores")?
+        .get();
+    let meminfo = read("/proc/meminfo")?;
+    let memory_gib = meminfo
         .lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .and_then(|l| l.trim().trim_end_matches(" kB").parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        .map(|kb| kb / 1024.0 / 1024.0)
+        .ok_or_else(|| eyre::eyre!("/proc/meminfo has no MemTotal line in kB"))?;
+    let kernel = read("/proc/sys/kernel/osrelease")?;
     let command: Vec<String> = std::env::args().collect();
-    let now = std::process::Command::new("date")
+    let date = std::process::Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+        .wrap_err("cannot run date")?;
+    let now = String::from_utf8_lossy(&date.stdout).trim().to_string();
     let mut out = String::from("# AttestMesh benchmarks\n\n");
     writeln!(
         out,

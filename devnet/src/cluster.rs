@@ -16,7 +16,7 @@ use eyre::WrapErr;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tonic::transport::Channel;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::netns::{Netns, require_privileges};
 use crate::stack::{Stack, StackConfig};
@@ -544,7 +544,14 @@ impl Cluster {
     /// Every node is asked at once, so a round takes as long as the slowest answer (each
     /// bounded), not the sum: timings read from it stay close to the poll interval.
     pub async fn views(&self) -> Vec<NodeView> {
-        let http = probe_client().ok();
+        let http = match probe_client() {
+            Ok(http) => Some(http),
+            Err(err) => {
+                // Every node then reads as not healthy, and a wait reports it after its timeout.
+                warn!(target: LOG_TARGET, error = %err, "no HTTP client for /healthz probes");
+                None
+            }
+        };
         let mut probes = tokio::task::JoinSet::new();
         for (i, node) in self.nodes.iter().enumerate() {
             let (socket, health, http) = (node.socket.clone(), node.health_url(), http.clone());

@@ -53,8 +53,17 @@ const PIDS_FILE: &str = "pids";
 /// process). Its namespaces go with the next namespace created
 /// ([`crate::netns::sweep_orphans`]).
 fn stop_leftovers(pids_file: &std::path::Path) {
-    let Ok(text) = std::fs::read_to_string(pids_file) else {
-        return;
+    let text = match std::fs::read_to_string(pids_file) {
+        Ok(text) => text,
+        // No earlier demo, or one that cleaned up after itself.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            println!(
+                "[demo] cannot read {} ({e}): processes an earlier killed demo left are not stopped",
+                pids_file.display()
+            );
+            return;
+        }
     };
     for line in text.lines() {
         let Some((pid, recorded)) = line.split_once(' ') else {
