@@ -394,7 +394,7 @@ impl Client {
                     debug!(target: LOG_TARGET, "no active indexer registered; polling alone");
                 }
                 debug!(target: LOG_TARGET, retry_in_ms = delay.as_millis() as u64, "no indexer usable this round; backing off");
-                if !self.shutdown.sleep_or_cancel(delay).await {
+                if !self.shutdown.sleep(delay).await {
                     return;
                 }
                 delay = (delay * 2).min(self.config.backoff_max);
@@ -699,11 +699,7 @@ impl Client {
                     }));
                 }
             }
-            if !self
-                .shutdown
-                .sleep_or_cancel(self.config.chain_check_delay)
-                .await
-            {
+            if !self.shutdown.sleep(self.config.chain_check_delay).await {
                 return Err(Checked::Rejected(Rejection::NotOnChain(
                     "shut down while checking".into(),
                 )));
@@ -872,18 +868,4 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
-}
-
-trait SleepOrCancel {
-    /// Sleeps `duration`; false when shutdown came first.
-    async fn sleep_or_cancel(&self, duration: Duration) -> bool;
-}
-
-impl SleepOrCancel for Shutdown {
-    async fn sleep_or_cancel(&self, duration: Duration) -> bool {
-        tokio::select! {
-            () = tokio::time::sleep(duration) => true,
-            () = self.cancelled() => false,
-        }
-    }
 }

@@ -114,9 +114,8 @@ pub async fn run(
                 error!(target: PEERS, %error, "mesh start failed; retrying");
                 node.health
                     .set_phase(Phase::WgConfiguring, format!("mesh: {error}"));
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    () = shutdown.cancelled() => return,
+                if !shutdown.sleep(Duration::from_secs(2)).await {
+                    return;
                 }
             }
         }

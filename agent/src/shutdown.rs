@@ -36,6 +36,14 @@ impl Shutdown {
         self.tx.subscribe()
     }
 
+    /// Sleeps `duration`; false when shutdown came first.
+    pub async fn sleep(&self, duration: std::time::Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(duration) => true,
+            () = self.cancelled() => false,
+        }
+    }
+
     /// Completes once cancelled.
     pub async fn cancelled(&self) {
         let mut rx = self.tx.subscribe();

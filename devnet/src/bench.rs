@@ -127,7 +127,7 @@ async fn run(args: &BenchArgs) -> eyre::Result<()> {
             if size == largest && run == 0 {
                 let mut section =
                     load_history(&cluster, args.messages_per_node, args.empty_blocks).await?;
-                section.push_str(&measure_catch_up(&cluster, &indexer, &dir).await?);
+                section.push_str(&measure_catch_up(&mut cluster, &indexer).await?);
                 catch_up = Some(section);
             }
         }
@@ -348,14 +348,7 @@ async fn measure_throughput(state_dir: &Path, agent: &Path, secs: u64) -> eyre::
         cluster.start_agent(i)?;
     }
     cluster.wait_converged(WAIT_LIMIT).await?;
-    let mesh_ip = cluster.nodes[1]
-        .client()
-        .await?
-        .get_self(attestmesh_proto::agent::v1::GetSelfRequest {})
-        .await
-        .wrap_err("GetSelf")?
-        .into_inner()
-        .mesh_ip;
+    let mesh_ip = cluster.nodes[1].get_self().await?.mesh_ip;
     let server = iperf_server(cluster.nodes[1].netns.exec("iperf3"), &mesh_ip)
         .wrap_err("cannot start iperf3 -s in node-2's namespace")?;
     let mesh = iperf_client(&cluster.nodes[0].netns, &mesh_ip, secs).await;
@@ -454,14 +447,7 @@ async fn load_history(
     println!("[bench]   {per_node} messages from each node, then {empty_blocks} empty blocks");
     let mut ids = Vec::new();
     for node in &cluster.nodes {
-        let me = node
-            .client()
-            .await?
-            .get_self(attestmesh_proto::agent::v1::GetSelfRequest {})
-            .await
-            .wrap_err_with(|| format!("{}: GetSelf", node.name))?
-            .into_inner();
-        ids.push(me.member_id);
+        ids.push(node.get_self().await?.member_id);
     }
     let started = Instant::now();
     let mut senders = tokio::task::JoinSet::new();
@@ -515,59 +501,36 @@ async fn load_history(
     Ok(out)
 }
 
-/// The indexer binary started from the factory's deploy block against the largest cluster's
-/// chain (registrations, CSK commitment, endpoint envelopes, restarts): its own catch-up report.
-async fn measure_catch_up(cluster: &Cluster, indexer: &Path, dir: &Path) -> eyre::Result<String> {
+/// The cluster's indexer ([`Cluster::start_indexer`]), started late against the largest
+/// cluster's chain (registrations, CSK commitment, endpoint envelopes, restarts, messages), so
+/// it catches up from the factory's deploy block: its own catch-up report.
+async fn measure_catch_up(cluster: &mut Cluster, indexer: &Path) -> eyre::Result<String> {
     println!("[bench]   indexer catch-up");
-    let free = || -> eyre::Result<u16> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
-    let (grpc, health) = (free()?, free()?);
-    let log = std::fs::File::create(dir.join("indexer.log"))?;
-    let mut child = tokio::process::Command::new(indexer)
-        .arg("--chain.rpc-url")
-        .arg(cluster.stack.chain.rpc_url().as_str())
-        .arg("--factory")
-        .arg(cluster.stack.chain.deployment().cluster_factory.to_string())
-        .arg("--dstack.socket")
-        .arg(&cluster.stack.nodes[0].dstack_socket)
-        .args(["--grpc.listen", &format!("127.0.0.1:{grpc}")])
-        .args(["--health.listen", &format!("127.0.0.1:{health}")])
-        .env("RUST_LOG", "info")
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .wrap_err("cannot start the indexer")?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()?;
+    let running = cluster.start_indexer(indexer).await?;
+    let log = running.log.clone();
     let deadline = Instant::now() + WAIT_LIMIT;
     let status = loop {
-        if let Some(exit) = child.try_wait()? {
-            eyre::bail!(
-                "the indexer exited ({exit}); see {}",
-                dir.join("indexer.log").display()
-            );
+        let Some(running) = cluster.indexer.as_mut() else {
+            eyre::bail!("the indexer was started but is not recorded");
+        };
+        if !running.running() {
+            eyre::bail!("the indexer exited; see {}", log.display());
         }
-        let answer = http
-            .get(format!("http://127.0.0.1:{health}/status"))
-            .send()
-            .await;
-        if let Ok(response) = answer
-            && let Ok(status) = response.json::<serde_json::Value>().await
+        if let Ok(status) = running.status().await
             && status["catch_up_seconds"].is_number()
         {
             break status;
         }
         if Instant::now() >= deadline {
-            eyre::bail!("the indexer did not catch up within {WAIT_LIMIT:?}");
+            eyre::bail!(
+                "the indexer did not catch up within {WAIT_LIMIT:?}; see {}",
+                log.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let _ = child.kill().await;
+    // Stopped here (dropping it kills the process): the figures are in.
+    cluster.indexer = None;
     let number = |key: &str| {
         status[key]
             .as_f64()

@@ -87,6 +87,17 @@ impl ClusterNode {
             })
     }
 
+    /// The node's identity and membership (`GetSelf`).
+    pub async fn get_self(&self) -> eyre::Result<pb::SelfInfo> {
+        Ok(self
+            .client()
+            .await?
+            .get_self(pb::GetSelfRequest {})
+            .await
+            .wrap_err_with(|| format!("{}: GetSelf", self.name))?
+            .into_inner())
+    }
+
     /// The node's mesh status, or `None` while its API is not answering.
     pub async fn status(&self) -> Option<pb::MeshStatus> {
         mesh_status(&self.socket).await
@@ -204,6 +215,8 @@ pub struct ClusterIndexer {
     /// Its `/status` and `/healthz`.
     pub status_url: String,
     pub log: PathBuf,
+    /// The binary it runs.
+    pub executable: PathBuf,
     process: Child,
     _tee: crate::dstack_simulator::SimulatorHandle,
 }
@@ -211,10 +224,8 @@ pub struct ClusterIndexer {
 impl ClusterIndexer {
     /// Its `/status` body.
     pub async fn status(&self) -> eyre::Result<serde_json::Value> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()?;
-        http.get(&self.status_url)
+        probe_client()?
+            .get(&self.status_url)
             .send()
             .await
             .wrap_err("the indexer's /status does not answer")?
@@ -430,9 +441,9 @@ impl Cluster {
         )
         .wrap_err("cannot start the indexer's dstack simulator")?;
         let free = || -> eyre::Result<u16> {
-            Ok(std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-                .local_addr()?
-                .port())
+            let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .wrap_err("cannot find a free loopback port")?;
+            Ok(listener.local_addr()?.port())
         };
         let (grpc, health) = (free()?, free()?);
         let log = self.dir.join("indexer.log");
@@ -461,6 +472,7 @@ impl Cluster {
             public_key: String::new(),
             status_url: format!("http://127.0.0.1:{health}/status"),
             log,
+            executable: binary.to_path_buf(),
             process,
             _tee: tee,
         };
@@ -516,14 +528,30 @@ impl Cluster {
         Ok(self.indexer.insert(indexer))
     }
 
-    /// Every process this cluster started that is still running: anvil, the indexer, the
-    /// agents (the demo records them, so a demo that was itself SIGKILLed is cleaned up by the
-    /// next one).
-    pub fn pids(&self) -> Vec<u32> {
-        let mut pids = vec![self.stack.chain.anvil_pid()];
-        pids.extend(self.indexer.as_ref().and_then(|i| i.process.id()));
-        pids.extend(self.nodes.iter().filter_map(ClusterNode::pid));
-        pids
+    /// Every process this cluster started that is still running, with the executable it runs
+    /// (for agents, the one `ip netns exec` is about to become): anvil, the indexer, the agents.
+    /// The demo records them, so a demo that was itself SIGKILLed is cleaned up by the next one.
+    pub fn processes(&self) -> Vec<(u32, PathBuf)> {
+        let canonical =
+            |path: &Path| std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let anvil = self.stack.chain.anvil_pid();
+        let mut processes = Vec::new();
+        if let Ok(exe) = std::fs::read_link(format!("/proc/{anvil}/exe")) {
+            processes.push((anvil, exe));
+        }
+        if let Some(indexer) = &self.indexer
+            && let Some(pid) = indexer.process.id()
+        {
+            processes.push((pid, canonical(&indexer.executable)));
+        }
+        let agent = canonical(&self.agent_binary);
+        processes.extend(
+            self.nodes
+                .iter()
+                .filter_map(ClusterNode::pid)
+                .map(|pid| (pid, agent.clone())),
+        );
+        processes
     }
 
     /// An error naming the first started agent that has exited, with the end of its log.

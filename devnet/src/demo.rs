@@ -216,10 +216,11 @@ async fn run(
 }
 
 fn record_pids(cluster: &Cluster, state_dir: &std::path::Path) -> eyre::Result<()> {
+    // `<pid> <executable>`: what stop_leftovers checks before it kills.
     let text: String = cluster
-        .pids()
+        .processes()
         .iter()
-        .map(|pid| format!("{pid}\n"))
+        .map(|(pid, exe)| format!("{pid} {}\n", exe.display()))
         .collect();
     let path = state_dir.join(PIDS_FILE);
     std::fs::write(&path, text).wrap_err_with(|| format!("cannot write {}", path.display()))
@@ -260,12 +261,8 @@ async fn show_cluster(cluster: &Cluster) -> eyre::Result<()> {
     );
     let mut fingerprints = Vec::new();
     for node in &cluster.nodes {
+        let me = node.get_self().await?;
         let mut client = node.client().await?;
-        let me = client
-            .get_self(pb::GetSelfRequest {})
-            .await
-            .wrap_err_with(|| format!("{}: GetSelf", node.name))?
-            .into_inner();
         let status = client
             .get_mesh_status(pb::GetMeshStatusRequest {})
             .await
@@ -379,21 +376,9 @@ async fn one_way(
     to: &crate::cluster::ClusterNode,
     payload: &[u8],
 ) -> eyre::Result<()> {
+    let recipient_id = to.get_self().await?.member_id;
+    let sender_id = from.get_self().await?.member_id;
     let mut recipient = to.client().await?;
-    let recipient_id = recipient
-        .get_self(pb::GetSelfRequest {})
-        .await
-        .wrap_err_with(|| format!("{}: GetSelf", to.name))?
-        .into_inner()
-        .member_id;
-    let sender_id = from
-        .client()
-        .await?
-        .get_self(pb::GetSelfRequest {})
-        .await
-        .wrap_err_with(|| format!("{}: GetSelf", from.name))?
-        .into_inner()
-        .member_id;
     let mut inbox = recipient
         .subscribe_messages(pb::SubscribeMessagesRequest {
             cursor: String::new(),

@@ -55,15 +55,7 @@ async fn three_nodes_converge_share_the_csk_and_carry_tcp() {
     // An app connection between mesh IPs: node-2 listens, node-1 connects, data both ways.
     let target = format!(
         "{}:7000",
-        cluster.nodes[1]
-            .client()
-            .await
-            .unwrap()
-            .get_self(pb::GetSelfRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .mesh_ip
+        cluster.nodes[1].get_self().await.unwrap().mesh_ip
     );
     let listen_at = target.clone();
     let echo = cluster.nodes[1].netns.run(move || async move {
@@ -273,24 +265,8 @@ async fn forged_and_replayed_heartbeats_never_make_a_peer_live() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = start(dir.path(), 2).await;
     healthy(&mut cluster).await;
-    let target_ip = cluster.nodes[0]
-        .client()
-        .await
-        .unwrap()
-        .get_self(pb::GetSelfRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .mesh_ip;
-    let sender_id = cluster.nodes[1]
-        .client()
-        .await
-        .unwrap()
-        .get_self(pb::GetSelfRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .member_id;
+    let target_ip = cluster.nodes[0].get_self().await.unwrap().mesh_ip;
+    let sender_id = cluster.nodes[1].get_self().await.unwrap().member_id;
     // node-2's real heartbeat key, from its TEE (the simulator), to build a replay.
     let dstack = attestmesh_dstack::DstackClient::new(attestmesh_dstack::Endpoint::Unix(
         cluster.stack.nodes[1].dstack_socket.clone(),
@@ -375,13 +351,10 @@ async fn forged_and_replayed_heartbeats_never_make_a_peer_live() {
 }
 
 async fn dropped_heartbeats(node: &ClusterNode) -> u64 {
-    let url = node.health_url().replace("/healthz", "/metrics");
-    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
-    text.lines()
-        .find(|l| l.starts_with("attestmesh_agent_messages_dropped_total{reason=\"heartbeat\"}"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    node.metric("attestmesh_agent_messages_dropped_total{reason=\"heartbeat\"}")
+        .await
+        .unwrap()
+        .unwrap_or(0.0) as u64
 }
 
 /// 20 % packet loss (nftables random drop inside every namespace; this kernel has no tc netem)
@@ -421,17 +394,7 @@ async fn the_originator_restarted_alone_re_derives_without_asking_anyone() {
     healthy(&mut cluster).await;
     let mut originator = None;
     for (i, node) in cluster.nodes.iter().enumerate() {
-        if node
-            .client()
-            .await
-            .unwrap()
-            .get_self(pb::GetSelfRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .member_id
-            == 1
-        {
+        if node.get_self().await.unwrap().member_id == 1 {
             originator = Some(i);
         }
     }
@@ -465,22 +428,8 @@ async fn a_revoked_member_cannot_obtain_the_csk() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = start(dir.path(), 2).await;
     healthy(&mut cluster).await;
-    let me = cluster.nodes[1]
-        .client()
-        .await
-        .unwrap()
-        .get_self(pb::GetSelfRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let responder = cluster.nodes[0]
-        .client()
-        .await
-        .unwrap()
-        .get_self(pb::GetSelfRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let me = cluster.nodes[1].get_self().await.unwrap();
+    let responder = cluster.nodes[0].get_self().await.unwrap();
     let operator = cluster.stack.chain.operator_client();
     operator
         .send_transaction(

@@ -8,6 +8,7 @@
 //! never pass silently. Every wait is bounded; namespaces are deleted when a test ends, also
 //! when it fails.
 
+use crate::harness::init_logs;
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -38,15 +39,6 @@ const STEP: Duration = Duration::from_secs(30);
 
 /// Bound on one app connect: a working tunnel connects in milliseconds.
 const CONNECT: Duration = Duration::from_secs(3);
-
-fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,attestmesh=debug"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_test_writer()
-        .try_init();
-}
 
 /// Fail (not skip) without the privileges these tests need.
 fn require_root() {
