@@ -5,6 +5,7 @@ import {IEntryPoint} from "@account-abstraction/contracts/interfaces/IEntryPoint
 import {PackedUserOperation} from "@account-abstraction/contracts/interfaces/PackedUserOperation.sol";
 import {IMemberAccount} from "../contracts/account/IMemberAccount.sol";
 import {ClusterFactory} from "../contracts/factory/ClusterFactory.sol";
+import {Envelope, SkipReason} from "../contracts/lib/ClusterTypes.sol";
 import {IMemberFacet} from "../contracts/member/IMemberFacet.sol";
 import {IMessageFacet} from "../contracts/message/IMessageFacet.sol";
 import {ISponsorshipFacet} from "../contracts/sponsorship/ISponsorshipFacet.sol";
@@ -60,6 +61,71 @@ contract EntryPointFlowTest is ClusterFixture {
 
         handle(executeOp(a, abi.encodeCall(IMemberFacet.commitClusterSharedKey, (keccak256("csk")))));
         vm.assertEq(members.cskCommitment(), keccak256("csk"), "commitment set through a sponsored op");
+    }
+
+    /// @notice The originator's first operation after registering: the CSK commitment and its first
+    ///         envelope batch in one sponsored UserOperation, both taking effect.
+    function test_handleOps_sponsoredExecuteBatchCommitsTheCskAndSendsABatch() public {
+        Node memory a = addNode("node-a");
+        Node memory b = addNode("node-b");
+        handle(registerOp(a));
+        handle(registerOp(b));
+
+        Envelope[] memory envelopes = new Envelope[](2);
+        envelopes[0] = Envelope(2, bytes32("endpoint-to-b"), new bytes(256));
+        envelopes[1] = Envelope(1, bytes32("note-to-self"), new bytes(128));
+        bytes[] memory calls = new bytes[](2);
+        calls[0] = abi.encodeCall(IMemberFacet.commitClusterSharedKey, (keccak256("csk")));
+        calls[1] = abi.encodeCall(IMessageFacet.sendBatch, (envelopes));
+        (bool sponsorable, string memory reason) = ISponsorshipFacet(cluster)
+            .checkSponsorship(a.account, abi.encodeCall(IMemberAccount.executeBatch, (calls)));
+        vm.assertTrue(sponsorable, reason);
+
+        uint256 depositBefore = paymaster.getDeposit();
+        vm.expectEmit(cluster);
+        emit IMemberFacet.ClusterSharedKeyCommitted(1, keccak256("csk"));
+        vm.expectEmit(cluster);
+        emit IMessageFacet.MessageSent(2, 1, bytes32("endpoint-to-b"), envelopes[0].ciphertext);
+        vm.expectEmit(cluster);
+        emit IMessageFacet.MessageSent(1, 1, bytes32("note-to-self"), envelopes[1].ciphertext);
+        handle(executeBatchOp(a, calls));
+        vm.snapshotGasLastCall("handleOps_executeBatch_commit_and_sendBatch_2");
+
+        vm.assertEq(IMemberFacet(cluster).cskCommitment(), keccak256("csk"), "commitment set");
+        IMessageFacet messages = IMessageFacet(cluster);
+        vm.assertTrue(messages.isEnvelopeUsed(2, 1, bytes32("endpoint-to-b")), "envelope to b sent");
+        vm.assertTrue(messages.isEnvelopeUsed(1, 1, bytes32("note-to-self")), "envelope to self sent");
+        vm.assertEq(entryPoint.getNonce(a.account, 0), 2, "one operation after registration");
+        vm.assertEq(a.account.balance, 0, "the node holds no ETH");
+        vm.assertGt(depositBefore, paymaster.getDeposit(), "the paymaster paid");
+    }
+
+    /// @notice The race sendBatch's skipping exists for: the policy approved the batch, then a
+    ///         recipient was revoked before the bundle landed. The other envelope still goes out.
+    function test_handleOps_recipientRevokedAfterTheSponsorshipCheckDoesNotBlockTheBatch() public {
+        Node memory a = addNode("node-a");
+        Node memory b = addNode("node-b");
+        Node memory c = addNode("node-c");
+        handle(registerOp(a));
+        handle(registerOp(b));
+        handle(registerOp(c));
+        Envelope[] memory envelopes = new Envelope[](2);
+        envelopes[0] = Envelope(2, bytes32("to-b"), new bytes(64));
+        envelopes[1] = Envelope(3, bytes32("to-c"), new bytes(64));
+        bytes memory call = abi.encodeCall(IMessageFacet.sendBatch, (envelopes));
+        (bool sponsorable, string memory reason) = ISponsorshipFacet(cluster)
+            .checkSponsorship(a.account, abi.encodeCall(IMemberAccount.execute, (call)));
+        vm.assertTrue(sponsorable, reason);
+
+        vm.prank(operator);
+        IMemberFacet(cluster).revokeMember(2);
+        vm.expectEmit(cluster);
+        emit IMessageFacet.MessageSkipped(2, 1, bytes32("to-b"), SkipReason.RecipientNotActive);
+        vm.expectEmit(cluster);
+        emit IMessageFacet.MessageSent(3, 1, bytes32("to-c"), envelopes[1].ciphertext);
+        handle(executeOp(a, call));
+        vm.assertTrue(IMessageFacet(cluster).isEnvelopeUsed(3, 1, bytes32("to-c")), "c's envelope sent");
+        vm.assertFalse(IMessageFacet(cluster).isEnvelopeUsed(2, 1, bytes32("to-b")), "b's envelope not spent");
     }
 
     /// @notice Restart safety through the EntryPoint: a node that re-sends its registration is a no-op.

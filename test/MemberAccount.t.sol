@@ -5,7 +5,7 @@ import {IEntryPoint} from "@account-abstraction/contracts/interfaces/IEntryPoint
 import {PackedUserOperation} from "@account-abstraction/contracts/interfaces/PackedUserOperation.sol";
 import {IMemberAccount} from "../contracts/account/IMemberAccount.sol";
 import {MemberAccount} from "../contracts/account/MemberAccount.sol";
-import {DstackProof, NodeKeys} from "../contracts/lib/ClusterTypes.sol";
+import {DstackProof, Envelope, NodeKeys} from "../contracts/lib/ClusterTypes.sol";
 import {Signatures} from "../contracts/lib/Signatures.sol";
 import {IMemberFacet} from "../contracts/member/IMemberFacet.sol";
 import {IMessageFacet} from "../contracts/message/IMessageFacet.sol";
@@ -90,6 +90,21 @@ contract MemberAccountTest is ClusterFixture {
         vm.assertEq(validate(n, signed(n, callData, n.appKey)), FAILED, "non-owner does not");
     }
 
+    /// @notice executeBatch is validated exactly like execute: the owner's signature, once registered.
+    function test_validateUserOp_executeBatchNeedsRegistrationThenTheOwner() public {
+        Node memory n = addNode("node-a");
+        bytes[] memory calls = new bytes[](2);
+        calls[0] = abi.encodeCall(IMemberFacet.memberCount, ());
+        calls[1] = abi.encodeCall(IMemberFacet.cskCommitment, ());
+        bytes memory callData = abi.encodeCall(IMemberAccount.executeBatch, (calls));
+        vm.assertEq(
+            validate(n, signed(n, callData, n.derivedKey)), FAILED, "unregistered account batches nothing"
+        );
+        handle(registerOp(n));
+        vm.assertEq(validate(n, signed(n, callData, n.derivedKey)), OK, "owner batches");
+        vm.assertEq(validate(n, signed(n, callData, n.appKey)), FAILED, "non-owner does not");
+    }
+
     function test_validateUserOp_ownerIsFixedAfterRegistration() public {
         Node memory n = addNode("node-a");
         handle(registerOp(n));
@@ -133,6 +148,11 @@ contract MemberAccountTest is ClusterFixture {
             n.derivedKey
         );
         _assertOnlyOwnStorage(n, op);
+        bytes[] memory calls = new bytes[](2);
+        calls[0] = abi.encodeCall(IMemberFacet.commitClusterSharedKey, (keccak256("csk")));
+        calls[1] = abi.encodeCall(IMessageFacet.sendBatch, (new Envelope[](1)));
+        op = signed(n, abi.encodeCall(IMemberAccount.executeBatch, (calls)), n.derivedKey);
+        _assertOnlyOwnStorage(n, op);
     }
 
     function _assertOnlyOwnStorage(Node memory n, PackedUserOperation memory op) private {
@@ -164,6 +184,8 @@ contract MemberAccountTest is ClusterFixture {
         account.register(p, n.keys);
         vm.expectRevert(abi.encodeWithSelector(IMemberAccount.OnlyEntryPoint.selector, address(this)));
         account.execute("");
+        vm.expectRevert(abi.encodeWithSelector(IMemberAccount.OnlyEntryPoint.selector, address(this)));
+        account.executeBatch(new bytes[](0));
     }
 
     function test_RevertWhen_execute_notRegistered() public {
@@ -171,6 +193,45 @@ contract MemberAccountTest is ClusterFixture {
         vm.prank(address(entryPoint));
         vm.expectRevert(IMemberAccount.NotRegistered.selector);
         MemberAccount(payable(n.account)).execute(abi.encodeCall(IMemberFacet.memberCount, ()));
+    }
+
+    function test_RevertWhen_executeBatch_notRegistered() public {
+        Node memory n = addNode("node-a");
+        bytes[] memory calls = new bytes[](1);
+        calls[0] = abi.encodeCall(IMemberFacet.memberCount, ());
+        vm.prank(address(entryPoint));
+        vm.expectRevert(IMemberAccount.NotRegistered.selector);
+        MemberAccount(payable(n.account)).executeBatch(calls);
+    }
+
+    /// @notice Calls run in order (the third sees the second's effect) and each result comes back.
+    function test_executeBatch_callsTheClusterInOrderAndReturnsEachResult() public {
+        Node memory n = addNode("node-a");
+        handle(registerOp(n));
+        bytes[] memory calls = new bytes[](3);
+        calls[0] = abi.encodeCall(IMemberFacet.memberCount, ());
+        calls[1] = abi.encodeCall(IMessageFacet.send, (1, bytes32("e"), hex"01"));
+        calls[2] = abi.encodeCall(IMessageFacet.isEnvelopeUsed, (1, 1, bytes32("e")));
+        vm.prank(address(entryPoint));
+        bytes[] memory results = MemberAccount(payable(n.account)).executeBatch(calls);
+        vm.assertEq(results.length, 3, "one result per call");
+        vm.assertEq(abi.decode(results[0], (uint64)), 1, "memberCount");
+        vm.assertEq(results[1].length, 0, "send returns nothing");
+        vm.assertTrue(abi.decode(results[2], (bool)), "the send before it took effect");
+    }
+
+    /// @notice The first failing call's revert data comes out unchanged and the calls before it are undone.
+    function test_RevertWhen_executeBatch_aCallFails() public {
+        Node memory n = addNode("node-a");
+        handle(registerOp(n));
+        bytes[] memory calls = new bytes[](3);
+        calls[0] = abi.encodeCall(IMessageFacet.send, (1, bytes32("ok"), hex"01"));
+        calls[1] = abi.encodeCall(IMessageFacet.send, (7, bytes32("bad"), hex"01"));
+        calls[2] = abi.encodeCall(IMessageFacet.send, (1, bytes32("never"), hex""));
+        vm.prank(address(entryPoint));
+        vm.expectRevert(abi.encodeWithSelector(IMessageFacet.RecipientNotActive.selector, uint64(7)));
+        MemberAccount(payable(n.account)).executeBatch(calls);
+        vm.assertFalse(IMessageFacet(cluster).isEnvelopeUsed(1, 1, bytes32("ok")), "first call undone");
     }
 
     function test_execute_bubblesTheClusterRevert() public {

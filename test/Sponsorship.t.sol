@@ -2,7 +2,7 @@
 pragma solidity ^0.8.28;
 
 import {IMemberAccount} from "../contracts/account/IMemberAccount.sol";
-import {DstackProof} from "../contracts/lib/ClusterTypes.sol";
+import {DstackProof, Envelope} from "../contracts/lib/ClusterTypes.sol";
 import {IMemberFacet} from "../contracts/member/IMemberFacet.sol";
 import {IMessageFacet} from "../contracts/message/IMessageFacet.sol";
 import {IRegistrationFacet} from "../contracts/registration/IRegistrationFacet.sol";
@@ -28,6 +28,53 @@ contract SponsorshipTest is ClusterFixture {
 
     function executeCall(bytes memory data) internal pure returns (bytes memory) {
         return abi.encodeCall(IMemberAccount.execute, (data));
+    }
+
+    function executeBatchCall(bytes[] memory list) internal pure returns (bytes memory) {
+        return abi.encodeCall(IMemberAccount.executeBatch, (list));
+    }
+
+    function sendBatchCall(Envelope[] memory batch) internal pure returns (bytes memory) {
+        return abi.encodeCall(IMessageFacet.sendBatch, (batch));
+    }
+
+    /// @notice `count` sendable envelopes to `to` with distinct ids.
+    function envelopes(uint64 to, uint256 count) internal pure returns (Envelope[] memory batch) {
+        batch = new Envelope[](count);
+        for (uint256 i = 0; i < count; ++i) {
+            batch[i] = Envelope(to, keccak256(abi.encode("env", i)), new bytes(64));
+        }
+    }
+
+    function calls(bytes memory a) internal pure returns (bytes[] memory c) {
+        c = new bytes[](1);
+        c[0] = a;
+    }
+
+    function calls(bytes memory a, bytes memory b) internal pure returns (bytes[] memory c) {
+        c = new bytes[](2);
+        (c[0], c[1]) = (a, b);
+    }
+
+    function calls(bytes memory a, bytes memory b, bytes memory d) internal pure returns (bytes[] memory c) {
+        c = new bytes[](3);
+        (c[0], c[1], c[2]) = (a, b, d);
+    }
+
+    /// @notice Two registered members: a (id 1, may commit the CSK) and b (id 2).
+    function twoMembers() internal returns (Node memory a, Node memory b) {
+        a = addNode("node-a");
+        b = addNode("node-b");
+        registerDirect(a);
+        registerDirect(b);
+    }
+
+    /// @notice The policy reverts (with no data: an ABI decoding failure) instead of answering.
+    function assertDoesNotDecode(bytes memory callData) internal view {
+        (bool ok, bytes memory data) = address(policy)
+            .staticcall(abi.encodeCall(ISponsorshipFacet.checkSponsorship, (address(1), callData)));
+        vm.assertFalse(ok, "reverted");
+        vm.assertEq(data.length, 0, "a decoding failure carries no revert data");
     }
 
     function assertDecision(address sender, bytes memory callData, bool expected, string memory reason)
@@ -168,7 +215,10 @@ contract SponsorshipTest is ClusterFixture {
         registerDirect(a);
         assertDecision(a.account, hex"", false, "calldata has no function selector");
         assertDecision(
-            a.account, hex"deadbeef", false, "only member-account register and execute are sponsored"
+            a.account,
+            hex"deadbeef",
+            false,
+            "only member-account register and execute are sponsored (execute or executeBatch)"
         );
         assertDecision(
             a.account,
@@ -185,8 +235,253 @@ contract SponsorshipTest is ClusterFixture {
         );
     }
 
-    function test_RevertWhen_checkSponsorship_calldataDoesNotDecode() public {
-        vm.expectRevert();
-        policy.checkSponsorship(address(1), abi.encodePacked(IMemberAccount.register.selector, hex"0102"));
+    // ------------------------------------------------------------------ send, keyed by sender
+
+    /// @notice Another member having used the same (recipient, id) does not make Alice's send
+    ///         foreseeably fail; her own earlier use does.
+    function test_checkSponsorship_sendIsKeyedBySender() public {
+        (Node memory a,) = twoMembers();
+        Node memory c = addNode("node-c");
+        registerDirect(c);
+        vm.prank(c.account);
+        IMessageFacet(cluster).send(2, bytes32("x"), hex"01");
+        bytes memory send = abi.encodeCall(IMessageFacet.send, (2, bytes32("x"), new bytes(8)));
+        assertDecision(a.account, executeCall(send), true, "");
+        assertDecision(c.account, executeCall(send), false, "message envelope id already used");
+    }
+
+    // ------------------------------------------------------------------ execute(sendBatch)
+
+    function test_checkSponsorship_memberSendBatchIsSponsored() public {
+        (Node memory a,) = twoMembers();
+        assertDecision(a.account, executeCall(sendBatchCall(envelopes(2, 1))), true, "");
+        assertDecision(a.account, executeCall(sendBatchCall(envelopes(2, 64))), true, "");
+        // Recipients may differ, and the same id toward two recipients is two envelopes.
+        Envelope[] memory batch = envelopes(2, 2);
+        batch[1].recipientMemberId = 1;
+        batch[1].envelopeId = batch[0].envelopeId;
+        assertDecision(a.account, executeCall(sendBatchCall(batch)), true, "");
+    }
+
+    /// @notice An id another member already used toward the same recipient is not foreseeably skipped.
+    function test_checkSponsorship_sendBatchIgnoresOtherSendersIds() public {
+        (Node memory a, Node memory b) = twoMembers();
+        Envelope[] memory batch = envelopes(1, 3);
+        vm.prank(a.account);
+        IMessageFacet(cluster).send(1, batch[1].envelopeId, hex"01");
+        assertDecision(b.account, executeCall(sendBatchCall(batch)), true, "");
+    }
+
+    function test_checkSponsorship_deniesSendBatchSizes() public {
+        (Node memory a,) = twoMembers();
+        assertDecision(
+            a.account, executeCall(sendBatchCall(new Envelope[](0))), false, "envelope batch is empty"
+        );
+        assertDecision(
+            a.account,
+            executeCall(sendBatchCall(envelopes(2, 65))),
+            false,
+            "envelope batch has more than 64 envelopes"
+        );
+    }
+
+    /// @notice Each rule sendBatch would skip an entry for, named with the entry's index.
+    function test_checkSponsorship_deniesSendBatchesWithAnEnvelopeThatWouldBeSkipped() public {
+        (Node memory a,) = twoMembers();
+        Node memory c = addNode("node-c");
+        registerDirect(c);
+        vm.prank(operator);
+        IMemberFacet(cluster).revokeMember(3);
+
+        Envelope[] memory batch = envelopes(2, 5);
+        batch[1].ciphertext = "";
+        _assertBatchDenied(a, batch, "envelope 1: ciphertext is empty");
+
+        batch = envelopes(2, 5);
+        batch[2].ciphertext = new bytes(4097);
+        _assertBatchDenied(a, batch, "envelope 2: ciphertext too large");
+
+        batch = envelopes(2, 5);
+        batch[3].recipientMemberId = 9;
+        _assertBatchDenied(a, batch, "envelope 3: recipient is not an active member");
+
+        batch = envelopes(2, 5);
+        batch[0].recipientMemberId = 3; // revoked
+        _assertBatchDenied(a, batch, "envelope 0: recipient is not an active member");
+
+        batch = envelopes(2, 5);
+        batch[4].recipientMemberId = 0;
+        _assertBatchDenied(a, batch, "envelope 4: recipient is not an active member");
+
+        batch = envelopes(2, 5);
+        vm.prank(a.account);
+        IMessageFacet(cluster).send(2, batch[1].envelopeId, hex"01");
+        _assertBatchDenied(a, batch, "envelope 1: envelope id already used");
+
+        batch = envelopes(1, 5);
+        batch[4].envelopeId = batch[2].envelopeId;
+        _assertBatchDenied(
+            a, batch, "envelope 4: repeats the recipient and envelope id of an earlier envelope"
+        );
+    }
+
+    function test_checkSponsorship_deniesSendBatchFromANonMember() public {
+        twoMembers();
+        Node memory outsider = addNode("outsider");
+        assertDecision(
+            outsider.account,
+            executeCall(sendBatchCall(envelopes(2, 1))),
+            false,
+            "sender is not an active member"
+        );
+    }
+
+    // ------------------------------------------------------------------ executeBatch
+
+    function test_checkSponsorship_executeBatchOfSponsorableCallsIsSponsored() public {
+        (Node memory a,) = twoMembers();
+        bytes memory commit = abi.encodeCall(IMemberFacet.commitClusterSharedKey, (keccak256("csk")));
+        bytes memory batch = sendBatchCall(envelopes(2, 2));
+        bytes memory send = abi.encodeCall(IMessageFacet.send, (2, bytes32("single"), new bytes(8)));
+        assertDecision(a.account, executeBatchCall(calls(commit, batch)), true, "");
+        assertDecision(a.account, executeBatchCall(calls(batch)), true, "");
+        assertDecision(a.account, executeBatchCall(calls(send, batch, commit)), true, "");
+    }
+
+    function test_checkSponsorship_deniesExecuteBatchSizes() public {
+        (Node memory a,) = twoMembers();
+        assertDecision(a.account, executeBatchCall(new bytes[](0)), false, "batch has no calls");
+        bytes[] memory five = new bytes[](5);
+        for (uint256 i = 0; i < five.length; ++i) {
+            five[i] = abi.encodeCall(IMessageFacet.send, (2, bytes32(i), new bytes(8)));
+        }
+        assertDecision(a.account, executeBatchCall(five), false, "batch has more than 4 calls");
+        // Four calls are allowed, but there are only three sponsorable functions, so the fourth repeats one.
+        bytes[] memory four = new bytes[](4);
+        four[0] = abi.encodeCall(IMemberFacet.commitClusterSharedKey, (keccak256("csk")));
+        four[1] = sendBatchCall(envelopes(2, 1));
+        four[2] = abi.encodeCall(IMessageFacet.send, (2, bytes32("single"), new bytes(8)));
+        four[3] = abi.encodeCall(IMessageFacet.send, (2, bytes32("other"), new bytes(8)));
+        assertDecision(
+            a.account, executeBatchCall(four), false, "call 3: repeats the function of an earlier call"
+        );
+    }
+
+    function test_checkSponsorship_deniesExecuteBatchWithARepeatedFunction() public {
+        (Node memory a,) = twoMembers();
+        bytes memory commit = abi.encodeCall(IMemberFacet.commitClusterSharedKey, (keccak256("csk")));
+        assertDecision(
+            a.account,
+            executeBatchCall(calls(commit, commit)),
+            false,
+            "call 1: repeats the function of an earlier call"
+        );
+        Envelope[] memory first = envelopes(2, 1);
+        Envelope[] memory second = envelopes(1, 1);
+        assertDecision(
+            a.account,
+            executeBatchCall(calls(sendBatchCall(first), sendBatchCall(second))),
+            false,
+            "call 1: repeats the function of an earlier call"
+        );
+    }
+
+    /// @notice Each inner refusal is the member-call rule's own reason, prefixed with the call index.
+    function test_checkSponsorship_deniesExecuteBatchWithAnUnsponsorableCall() public {
+        (Node memory a, Node memory b) = twoMembers();
+        bytes memory commit = abi.encodeCall(IMemberFacet.commitClusterSharedKey, (keccak256("csk")));
+        bytes memory batch = sendBatchCall(envelopes(2, 2));
+        assertDecision(
+            a.account,
+            executeBatchCall(calls(commit, abi.encodeCall(IMemberFacet.revokeMember, (2)))),
+            false,
+            "call 1: member call is not a sponsored cluster function"
+        );
+        assertDecision(
+            a.account,
+            executeBatchCall(calls(hex"00", batch)),
+            false,
+            "call 0: member call has no function selector"
+        );
+        assertDecision(
+            b.account,
+            executeBatchCall(calls(batch, commit)),
+            false,
+            "call 1: only the first registrant commits the CSK"
+        );
+        Envelope[] memory bad = envelopes(2, 4);
+        bad[3].recipientMemberId = 7;
+        assertDecision(
+            a.account,
+            executeBatchCall(calls(commit, sendBatchCall(bad))),
+            false,
+            "call 1: envelope 3: recipient is not an active member"
+        );
+        assertDecision(
+            a.account,
+            executeBatchCall(calls(abi.encodeCall(IMessageFacet.send, (2, bytes32("e"), new bytes(0))))),
+            false,
+            "call 0: message ciphertext is empty"
+        );
+        // The account cannot call itself through the cluster: execute/executeBatch are not cluster functions.
+        assertDecision(
+            a.account,
+            executeBatchCall(calls(executeCall(commit))),
+            false,
+            "call 0: member call is not a sponsored cluster function"
+        );
+    }
+
+    /// @notice A send and a sendBatch in one operation must not carry the same envelope: the later
+    ///         one would be skipped (sendBatch) or revert the whole operation (send).
+    function test_checkSponsorship_deniesExecuteBatchRepeatingAnEnvelopeAcrossCalls() public {
+        (Node memory a,) = twoMembers();
+        Envelope[] memory batch = envelopes(2, 3);
+        bytes memory send = abi.encodeCall(IMessageFacet.send, (2, batch[1].envelopeId, new bytes(8)));
+        assertDecision(
+            a.account,
+            executeBatchCall(calls(send, sendBatchCall(batch))),
+            false,
+            "call 1: envelope 1: repeats the recipient and envelope id of an earlier envelope"
+        );
+        assertDecision(
+            a.account,
+            executeBatchCall(calls(sendBatchCall(batch), send)),
+            false,
+            "call 1: message repeats the recipient and envelope id of an earlier envelope"
+        );
+    }
+
+    function test_checkSponsorship_deniesExecuteBatchFromANonMemberOrARevokedMember() public {
+        (Node memory a,) = twoMembers();
+        Node memory outsider = addNode("outsider");
+        bytes memory callData = executeBatchCall(calls(sendBatchCall(envelopes(2, 1))));
+        assertDecision(outsider.account, callData, false, "sender is not an active member");
+        vm.prank(operator);
+        IMemberFacet(cluster).revokeMember(1);
+        assertDecision(a.account, callData, false, "sender is not an active member");
+    }
+
+    // ------------------------------------------------------------------ malformed calldata
+
+    function test_RevertWhen_checkSponsorship_calldataDoesNotDecode() public view {
+        assertDoesNotDecode(abi.encodePacked(IMemberAccount.register.selector, hex"0102"));
+        assertDoesNotDecode(abi.encodePacked(IMemberAccount.executeBatch.selector, hex"0102"));
+    }
+
+    function test_RevertWhen_checkSponsorship_sendBatchDoesNotDecode() public {
+        (Node memory a,) = twoMembers();
+        bytes memory callData = executeCall(abi.encodePacked(IMessageFacet.sendBatch.selector, hex"0102"));
+        (bool ok, bytes memory data) = address(policy)
+            .staticcall(abi.encodeCall(ISponsorshipFacet.checkSponsorship, (a.account, callData)));
+        vm.assertFalse(ok, "reverted");
+        vm.assertEq(data.length, 0, "a decoding failure carries no revert data");
+    }
+
+    function _assertBatchDenied(Node memory from, Envelope[] memory batch, string memory reason)
+        private
+        view
+    {
+        assertDecision(from.account, executeCall(sendBatchCall(batch)), false, reason);
     }
 }

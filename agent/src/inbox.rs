@@ -78,14 +78,15 @@ impl Inbox {
         }
     }
 
-    /// Appends a message unless its envelope was already delivered (envelope ids are unique
-    /// per recipient on chain, so this also absorbs a message re-mined after a reorg).
+    /// Appends a message unless its envelope was already delivered (an envelope id is unique
+    /// per recipient and sender on chain, so this also absorbs a message re-mined after a
+    /// reorg; two senders may use the same id).
     /// Returns whether it was new.
     pub async fn push(&self, message: InboundMessage) -> bool {
         let mut messages = self.messages.lock().await;
         if messages
             .iter()
-            .any(|m| m.envelope_id == message.envelope_id)
+            .any(|m| m.envelope_id == message.envelope_id && m.sender_id == message.sender_id)
         {
             return false;
         }

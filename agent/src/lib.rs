@@ -22,6 +22,7 @@ pub mod mesh;
 pub mod messages;
 pub mod metrics;
 pub mod node;
+pub mod outbox;
 pub mod peering;
 pub mod registration;
 pub mod shutdown;

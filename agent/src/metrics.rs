@@ -22,6 +22,9 @@ pub struct Metrics {
     pub messages_dropped: Family<ReasonLabel, Counter>,
     pub messages_sent: Counter,
     pub user_operations_failed: Counter,
+    /// Sponsored operations included on chain, by what they carried: once the cluster is whole
+    /// none is sent (the figure the benchmark reads per node-hour).
+    pub sponsored_operations: Family<ReasonLabel, Counter>,
     pub chain_poll_errors: Counter,
     /// The indexer push client's counters (`attestmesh_agent_indexer_*`).
     pub indexer: Arc<crate::indexer_client::IndexerClientStats>,
@@ -43,6 +46,7 @@ impl Metrics {
         let messages_dropped = Family::<ReasonLabel, Counter>::default();
         let messages_sent = Counter::default();
         let user_operations_failed = Counter::default();
+        let sponsored_operations = Family::<ReasonLabel, Counter>::default();
         let chain_poll_errors = Counter::default();
         registry.register("phase", "1 for the current phase", phase.clone());
         registry.register(
@@ -72,6 +76,11 @@ impl Metrics {
             user_operations_failed.clone(),
         );
         registry.register(
+            "sponsored_operations",
+            "Sponsored operations included on chain, by kind",
+            sponsored_operations.clone(),
+        );
+        registry.register(
             "chain_poll_errors",
             "Chain-log polls that failed",
             chain_poll_errors.clone(),
@@ -87,6 +96,7 @@ impl Metrics {
             messages_dropped,
             messages_sent,
             user_operations_failed,
+            sponsored_operations,
             chain_poll_errors,
             indexer,
         }
@@ -96,6 +106,13 @@ impl Metrics {
     pub fn dropped(&self, reason: &str) {
         self.messages_dropped
             .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc();
+    }
+
+    /// Counts a sponsored operation included on chain (`kind`: what it carried).
+    pub fn operation_included(&self, kind: &str) {
+        self.sponsored_operations
+            .get_or_create(&vec![("kind".to_string(), kind.to_string())])
             .inc();
     }
 

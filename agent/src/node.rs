@@ -152,7 +152,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> eyre::Result<()> {
     health.set_phase(Phase::Registering, "checking for an existing member record");
     metrics.set_phase(Phase::Registering);
     let member = tokio::select! {
-        member = ensure_registered(&node.chain, &node.sender, &node.identity, cluster_address, &health, &backoff) => member?,
+        member = ensure_registered(&node.chain, &node.sender, &node.identity, cluster_address, &health, &metrics, &backoff) => member?,
         () = shutdown.cancelled() => return Ok(()),
     };
     node.cluster.set_self(member.id).await;
@@ -527,9 +527,14 @@ pub async fn send_message(
     }
     .abi_encode();
     let call = MemberAccount::executeCall { data: inner.into() }.abi_encode();
-    let receipt = node.sender.send(call.into(), None).await.inspect_err(|_| {
-        node.metrics.user_operations_failed.inc();
-    })?;
+    let receipt = node
+        .sender
+        .send_on(crate::outbox::MESSAGE_LANE, call.into(), None)
+        .await
+        .inspect_err(|_| {
+            node.metrics.user_operations_failed.inc();
+        })?;
+    node.metrics.operation_included("message");
     node.metrics.messages_sent.inc();
     Ok((envelope_id, receipt))
 }

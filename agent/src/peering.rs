@@ -11,9 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alloy::sol_types::SolCall;
-use attestmesh_bindings::cluster::Cluster;
-use attestmesh_bindings::member_account::MemberAccount;
+use alloy::primitives::B256;
 use attestmesh_dstack::DstackClient;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Mutex;
@@ -26,8 +24,8 @@ use crate::envelope::EndpointEnvelope;
 use crate::health::Phase;
 use crate::heartbeat::{self, HEARTBEAT_PORT, HeartbeatBody, Tracker, Transition};
 use crate::mesh::{Mesh, MeshConfig, MeshHandle, PeerConfig, TlsIdentity};
-use crate::messages::{self, Context, Kind};
 use crate::node::Node;
+use crate::outbox::{Outbox, Owed};
 use crate::shutdown::Shutdown;
 use crate::targets::PEERS;
 
@@ -43,6 +41,9 @@ pub struct MeshSettings {
     pub heartbeat_interval: Duration,
     pub down_after_beats: u32,
 }
+
+/// The commitment the originator owes the chain (the outbox sends it with its envelopes).
+type CommitSlot = Arc<Mutex<Option<B256>>>;
 
 /// Liveness shared by the heartbeat tasks, the CSK service and the loop.
 struct Liveness {
@@ -151,6 +152,15 @@ pub async fn run(
                 return;
             }
         };
+    // The originator decides before the first reconcile pass whether it owes a commitment, so
+    // the commitment rides in the same operation as its first envelopes.
+    let commit_wanted: CommitSlot = Arc::new(Mutex::new(None));
+    if me.id == 1 {
+        match try_acquire(&node, me.id, &local, &dstack, &liveness, &commit_wanted).await {
+            Ok(key) => *node.csk.write().await = Some(csk::SharedKey::new(key)),
+            Err(waiting) => debug!(target: "attestmesh::csk", %waiting, "CSK not held yet"),
+        }
+    }
     let tasks = vec![
         tokio::spawn(send_heartbeats(
             node.clone(),
@@ -176,9 +186,19 @@ pub async fn run(
             local,
             dstack,
             liveness.clone(),
+            commit_wanted.clone(),
         )),
     ];
-    reconcile(&node, &mesh, &envelope, me.id, &liveness, &shutdown).await;
+    reconcile(
+        &node,
+        &mesh,
+        &envelope,
+        me.id,
+        &liveness,
+        &commit_wanted,
+        &shutdown,
+    )
+    .await;
     for task in tasks {
         task.abort();
     }
@@ -191,11 +211,12 @@ async fn reconcile(
     envelope: &EndpointEnvelope,
     self_id: u64,
     liveness: &Liveness,
+    commit_wanted: &CommitSlot,
     shutdown: &Shutdown,
 ) {
     let mut configured: Vec<(u64, [u8; 32])> = Vec::new();
     let mut reported_live = BTreeSet::new();
-    let in_flight: Arc<Mutex<BTreeSet<u64>>> = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut outbox = Outbox::default();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
@@ -204,28 +225,23 @@ async fn reconcile(
         }
         let peers = node.cluster.active_peers().await;
 
-        // Envelopes owed: one per active peer, sent once (deterministic ids).
-        for peer in &peers {
-            let mut pending = in_flight.lock().await;
-            if pending.contains(&peer.id) {
-                continue;
-            }
-            pending.insert(peer.id);
-            drop(pending);
-            let (node, envelope, in_flight, peer) = (
-                node.clone(),
-                envelope.clone(),
-                in_flight.clone(),
-                peer.clone(),
-            );
-            tokio::spawn(async move {
-                if let Err(error) = deliver_envelope(&node, &envelope, self_id, &peer).await {
-                    warn!(target: PEERS, peer = peer.id, %error, "endpoint envelope not delivered; will retry");
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    in_flight.lock().await.remove(&peer.id);
-                }
-            });
-        }
+        // What this node owes the chain: envelopes to every peer (deterministic ids, sent once)
+        // and, for the originator, its commitment until the chain shows one.
+        let commitment = match *commit_wanted.lock().await {
+            Some(mine) if node.cluster.csk_commitment().await.is_none() => Some(mine),
+            _ => None,
+        };
+        outbox
+            .poll(
+                node,
+                Owed {
+                    self_id,
+                    envelope,
+                    peers: &peers,
+                    commitment,
+                },
+            )
+            .await;
 
         // The dataplane's peers: active members whose envelope arrived.
         let mut wanted = Vec::new();
@@ -330,59 +346,6 @@ async fn update_phase(node: &Node, peers: &[MemberInfo], mesh: &MeshHandle) {
         node.health.set_phase(phase, waiting);
         node.metrics.set_phase(phase);
     }
-}
-
-/// Seals the endpoint envelope to `peer` and sends it, unless the chain shows it delivered.
-async fn deliver_envelope(
-    node: &Node,
-    envelope: &EndpointEnvelope,
-    self_id: u64,
-    peer: &MemberInfo,
-) -> Result<(), String> {
-    let id = envelope.envelope_id(self_id, peer.id);
-    let used = node
-        .chain
-        .cluster(node.cluster_address)
-        .isEnvelopeUsed(peer.id, id)
-        .call()
-        .await
-        .map_err(|e| {
-            node.chain
-                .call_error("Cluster.isEnvelopeUsed", e)
-                .to_string()
-        })?;
-    if used {
-        debug!(target: PEERS, peer = peer.id, "endpoint envelope already on chain");
-        return Ok(());
-    }
-    let context = Context {
-        chain_id: node.chain.chain_id(),
-        cluster: node.cluster_address.into_array(),
-        sender_id: self_id,
-        recipient_id: peer.id,
-        envelope_id: id.0,
-    };
-    let sealed = messages::seal(
-        &node.identity.ed25519,
-        &peer.x25519,
-        &context,
-        Kind::Endpoint,
-        &envelope.encode(),
-    )
-    .map_err(|e| e.to_string())?;
-    let inner = Cluster::sendCall {
-        recipientMemberId: peer.id,
-        envelopeId: id,
-        ciphertext: sealed.into(),
-    }
-    .abi_encode();
-    let call = MemberAccount::executeCall { data: inner.into() }.abi_encode();
-    node.sender
-        .send(call.into(), None)
-        .await
-        .map_err(|e| e.to_string())?;
-    info!(target: PEERS, peer = peer.id, "endpoint envelope delivered");
-    Ok(())
 }
 
 async fn send_heartbeats(
@@ -500,9 +463,13 @@ async fn acquire_csk(
     local: Local,
     dstack: DstackClient,
     liveness: Arc<Liveness>,
+    commit_wanted: CommitSlot,
 ) {
     loop {
-        match try_acquire(&node, self_id, &local, &dstack, &liveness).await {
+        if node.csk.read().await.is_some() {
+            return;
+        }
+        match try_acquire(&node, self_id, &local, &dstack, &liveness, &commit_wanted).await {
             Ok(key) => {
                 *node.csk.write().await = Some(csk::SharedKey::new(key));
                 return;
@@ -512,11 +479,14 @@ async fn acquire_csk(
                 if node.health.snapshot().phase == Phase::PullingCsk {
                     node.health.set_phase(Phase::PullingCsk, waiting);
                 }
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                tokio::time::sleep(ACQUIRE_RETRY).await;
             }
         }
     }
 }
+
+/// How often the CSK subsystem tries again while the key is not held.
+const ACQUIRE_RETRY: Duration = Duration::from_millis(500);
 
 async fn try_acquire(
     node: &Node,
@@ -524,6 +494,7 @@ async fn try_acquire(
     local: &Local,
     dstack: &DstackClient,
     liveness: &Liveness,
+    commit_wanted: &CommitSlot,
 ) -> Result<Zeroizing<[u8; 32]>, String> {
     let commitment = node
         .chain
@@ -548,18 +519,9 @@ async fn try_acquire(
                 warn!(target: "attestmesh::csk", "the on-chain commitment is not this TEE's key; pulling from peers");
             }
             None => {
-                let call = MemberAccount::executeCall {
-                    data: Cluster::commitClusterSharedKeyCall { commitment: mine }
-                        .abi_encode()
-                        .into(),
-                }
-                .abi_encode();
-                node.sender
-                    .send(call.into(), None)
-                    .await
-                    .map_err(|e| format!("committing the CSK: {e}"))?;
-                info!(target: "attestmesh::csk", commitment = %mine, "CSK derived and committed");
-                return Ok(key);
+                // The outbox sends it, with this node's first envelopes.
+                *commit_wanted.lock().await = Some(mine);
+                return Err("waiting for this node's CSK commitment to be included".into());
             }
         }
     }

@@ -60,6 +60,7 @@ pub async fn ensure_registered(
     identity: &Identity,
     cluster: Address,
     health: &Health,
+    metrics: &crate::metrics::Metrics,
     backoff: &Backoff,
 ) -> Result<Member, RegistrationError> {
     let keys = identity.node_keys();
@@ -147,8 +148,12 @@ pub async fn ensure_registered(
             }
         }
         health.set_phase(Phase::Registering, "sponsored dstack_register in flight");
-        match sender.send(call_data, None).await {
+        match sender
+            .send_on(crate::outbox::REGISTRATION_LANE, call_data, None)
+            .await
+        {
             Ok(receipt) => {
+                metrics.operation_included("registration");
                 info!(target: AGENT, tx = %receipt.receipt.transaction_hash, "dstack_register included");
             }
             Err(error @ UserOpError::SponsorshipRefused { .. }) => {

@@ -17,8 +17,8 @@ pub use client::{ChainClient, SponsorshipDecision};
 pub use error::{ChainError, Result};
 pub use rpc::{RpcClient, RpcError};
 pub use userop::{
-    DUMMY_SIGNATURE, InitCode, SendOptions, SponsoredSender, UserOpError, dummy_signature,
-    packed_for_entry_point, revert_reason,
+    DUMMY_SIGNATURE, InitCode, NonceKey, SendOptions, SponsoredSender, UserOpError,
+    dummy_signature, packed_for_entry_point, revert_reason,
 };
 
 /// Log targets, one per boundary.

@@ -2,6 +2,7 @@
 //! gas and paymaster data from the gas manager, the owner's signature, submission to a bundler,
 //! and the receipt, with transient failures retried and every failure said in words.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,10 +140,27 @@ pub struct SponsoredSender {
     owner: PrivateKeySigner,
     account: Address,
     options: SendOptions,
-    /// Held from the nonce read to the receipt. Operations of one account take sequential
-    /// nonces, so two sent at once read the same nonce and one fails with AA25; every clone of
-    /// this sender shares the lock, so concurrent callers queue instead.
-    in_flight: Arc<tokio::sync::Mutex<()>>,
+    /// One lock per nonce key, held from the nonce read to the receipt. Operations on one key
+    /// take sequential nonces, so two sent at once would read the same nonce and one would fail
+    /// with AA25; every clone of this sender shares the locks, so callers of one key queue while
+    /// callers of different keys (independent streams: envelopes, app messages) never wait on
+    /// each other's receipts.
+    lanes: Arc<std::sync::Mutex<HashMap<NonceKey, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// An ERC-4337 nonce key: the EntryPoint keeps an independent nonce sequence per key, so
+/// operations on different keys are ordered independently and can be in flight together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NonceKey(pub U192);
+
+impl NonceKey {
+    /// Key 0: the account's first sequence (the bootstrap registration uses it).
+    pub const DEFAULT: NonceKey = NonceKey(U192::ZERO);
+
+    /// Key `n`.
+    pub const fn new(n: u64) -> Self {
+        NonceKey(U192::from_limbs([n, 0, 0]))
+    }
 }
 
 impl SponsoredSender {
@@ -165,7 +183,7 @@ impl SponsoredSender {
             owner,
             account,
             options: SendOptions::default(),
-            in_flight: Arc::new(tokio::sync::Mutex::new(())),
+            lanes: Arc::new(std::sync::Mutex::new(HashMap::new())),
         })
     }
 
@@ -185,13 +203,18 @@ impl SponsoredSender {
         &self.bundler
     }
 
-    /// The account's next EntryPoint nonce (key 0).
+    /// The account's next EntryPoint nonce on key 0.
     pub async fn nonce(&self) -> Result<U256, UserOpError> {
+        self.nonce_on(NonceKey::DEFAULT).await
+    }
+
+    /// The account's next EntryPoint nonce on `key` (the key is in its upper 192 bits).
+    pub async fn nonce_on(&self, key: NonceKey) -> Result<U256, UserOpError> {
         self.retry(
             "EntryPoint.getNonce",
             || {
                 self.chain
-                    .entry_point_nonce(self.entry_point, self.account, U192::ZERO)
+                    .entry_point_nonce(self.entry_point, self.account, key.0)
             },
             |e| matches!(e, ChainError::Rpc { .. } | ChainError::Transport { .. }),
         )
@@ -199,14 +222,27 @@ impl SponsoredSender {
         .map_err(UserOpError::Nonce)
     }
 
-    /// Sends one sponsored operation calling the account with `call_data` and waits for it.
+    /// Sends one sponsored operation on nonce key 0 calling the account with `call_data` and
+    /// waits for it.
     pub async fn send(
         &self,
         call_data: Bytes,
         init: Option<InitCode>,
     ) -> Result<UserOperationReceipt, UserOpError> {
-        let _turn = self.in_flight.lock().await;
-        let nonce = self.nonce().await?;
+        self.send_on(NonceKey::DEFAULT, call_data, init).await
+    }
+
+    /// Sends one sponsored operation on nonce key `key` and waits for it. Operations on other
+    /// keys proceed meanwhile; operations on the same key queue behind this one's receipt.
+    pub async fn send_on(
+        &self,
+        key: NonceKey,
+        call_data: Bytes,
+        init: Option<InitCode>,
+    ) -> Result<UserOperationReceipt, UserOpError> {
+        let lane = self.lane(key);
+        let _turn = lane.lock().await;
+        let nonce = self.nonce_on(key).await?;
         let partial = PartialUserOperation {
             sender: self.account,
             nonce,
@@ -258,6 +294,17 @@ impl SponsoredSender {
         }
         info!(target: USEROP, %hash, tx = %receipt.receipt.transaction_hash, gas_cost = %receipt.actual_gas_cost, "operation included");
         Ok(receipt)
+    }
+
+    /// The lock of nonce key `key` (created on first use).
+    fn lane(&self, key: NonceKey) -> Arc<tokio::sync::Mutex<()>> {
+        // A poisoned map only means another thread panicked while inserting; the map itself
+        // is still a valid set of locks.
+        let mut lanes = self
+            .lanes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        lanes.entry(key).or_default().clone()
     }
 
     async fn sponsor(

@@ -23,6 +23,11 @@ interface IMemberAccount {
     /// @notice Calls the cluster diamond with `data`; the account can call nothing else.
     function execute(bytes calldata data) external returns (bytes memory result);
 
+    /// @notice Calls the cluster diamond with each entry of `calls`, in order, in one operation
+    ///         (e.g. the CSK commitment and the first envelope batch). Reverts with the inner revert
+    ///         data of the first call that fails, undoing the calls before it.
+    function executeBatch(bytes[] calldata calls) external returns (bytes[] memory results);
+
     /// @notice The cluster diamond this account belongs to.
     function cluster() external view returns (address);
 

@@ -76,12 +76,20 @@ contract MemberAccount is IAccount, IMemberAccount, IAppAuth {
     /// @inheritdoc IMemberAccount
     function execute(bytes calldata data) external override onlyEntryPoint returns (bytes memory result) {
         if (owner == address(0)) revert NotRegistered();
-        bool ok;
-        (ok, result) = cluster.call(data);
-        if (!ok) {
-            assembly ("memory-safe") {
-                revert(add(result, 32), mload(result))
-            }
+        result = _callCluster(data);
+    }
+
+    /// @inheritdoc IMemberAccount
+    function executeBatch(bytes[] calldata calls)
+        external
+        override
+        onlyEntryPoint
+        returns (bytes[] memory results)
+    {
+        if (owner == address(0)) revert NotRegistered();
+        results = new bytes[](calls.length);
+        for (uint256 i = 0; i < calls.length; ++i) {
+            results[i] = _callCluster(calls[i]);
         }
     }
 
@@ -99,6 +107,17 @@ contract MemberAccount is IAccount, IMemberAccount, IAppAuth {
     /// @notice Accepts ETH so an operator may pre-fund an unsponsored account.
     receive() external payable {}
 
+    /// @dev Bubbles the cluster's revert data unchanged, so callers decode the facet's own error.
+    function _callCluster(bytes calldata data) private returns (bytes memory result) {
+        bool ok;
+        (ok, result) = cluster.call(data);
+        if (!ok) {
+            assembly ("memory-safe") {
+                revert(add(result, 32), mload(result))
+            }
+        }
+    }
+
     function _validate(PackedUserOperation calldata userOp, bytes32 userOpHash)
         private
         view
@@ -109,7 +128,9 @@ contract MemberAccount is IAccount, IMemberAccount, IAppAuth {
         address expectedSigner;
         if (selector == IMemberAccount.register.selector) {
             expectedSigner = _bootstrapSigner(userOp.callData[4:]);
-        } else if (selector == IMemberAccount.execute.selector) {
+        } else if (
+            selector == IMemberAccount.execute.selector || selector == IMemberAccount.executeBatch.selector
+        ) {
             expectedSigner = owner;
         }
         if (expectedSigner == address(0)) return SIG_VALIDATION_FAILED;

@@ -94,10 +94,12 @@ library ClusterFacets {
     }
 
     function messageSelectors() internal pure returns (bytes4[] memory s) {
-        s = new bytes4[](3);
+        s = new bytes4[](5);
         s[0] = IMessageFacet.send.selector;
-        s[1] = IMessageFacet.isEnvelopeUsed.selector;
-        s[2] = IMessageFacet.maxCiphertextSize.selector;
+        s[1] = IMessageFacet.sendBatch.selector;
+        s[2] = IMessageFacet.isEnvelopeUsed.selector;
+        s[3] = IMessageFacet.maxCiphertextSize.selector;
+        s[4] = IMessageFacet.maxBatchSize.selector;
     }
 
     function sponsorshipSelectors() internal pure returns (bytes4[] memory s) {

@@ -73,3 +73,21 @@ struct ClusterConfig {
     bytes32[] composeHashes;
     bool allowAnyDevice;
 }
+
+/// @notice One sealed message in a `sendBatch`.
+/// @param recipientMemberId The active member it is sealed to.
+/// @param envelopeId Deterministic id; each (recipient, sender, id) is used once.
+/// @param ciphertext The sealed message, 1..4096 bytes.
+struct Envelope {
+    uint64 recipientMemberId;
+    bytes32 envelopeId;
+    bytes ciphertext;
+}
+
+/// @notice Why `sendBatch` skipped an envelope: the rule `send` would have reverted on.
+enum SkipReason {
+    EmptyCiphertext,
+    CiphertextTooLarge,
+    RecipientNotActive,
+    AlreadyUsed
+}

@@ -2,7 +2,8 @@
 pragma solidity ^0.8.28;
 
 import {IMemberAccount} from "../account/IMemberAccount.sol";
-import {DstackProof, NodeKeys} from "../lib/ClusterTypes.sol";
+import {Strings} from "@openzeppelin/contracts/utils/Strings.sol";
+import {DstackProof, Envelope, NodeKeys, SkipReason} from "../lib/ClusterTypes.sol";
 import {ProofStatus} from "../lib/DstackProofLib.sol";
 import {IMemberFacet} from "../member/IMemberFacet.sol";
 import {MemberStorage} from "../member/MemberStorage.sol";
@@ -18,8 +19,19 @@ import {ISponsorshipFacet} from "./ISponsorshipFacet.sol";
 /// @title SponsorshipFacet
 /// @notice Answers the paymaster webhook: is this operation one the cluster pays for?
 /// @dev Every "yes" is an operation that would succeed when executed, so sponsored gas is never
-///      spent on a revert the policy could have foreseen.
+///      spent on a revert (or a skipped envelope) the policy could have foreseen.
 contract SponsorshipFacet is ISponsorshipFacet {
+    /// @notice Most inner calls of a sponsored `executeBatch`; each selector once, so at most one
+    ///         CSK commitment, one `send` and one `sendBatch`.
+    uint256 internal constant MAX_SPONSORED_CALLS = 4;
+
+    /// @dev The (recipient, envelope id) keys one operation sends, to refuse a repeat: on chain it
+    ///      would be skipped (sendBatch) or revert the whole operation (send).
+    struct SentKeys {
+        bytes32[] keys;
+        uint256 count;
+    }
+
     /// @inheritdoc ISponsorshipFacet
     function checkSponsorship(address sender, bytes calldata callData)
         external
@@ -35,9 +47,15 @@ contract SponsorshipFacet is ISponsorshipFacet {
             return _checkRegistration(sender, proof, keys);
         }
         if (selector == IMemberAccount.execute.selector) {
-            return _checkMemberCall(sender, abi.decode(callData[4:], (bytes)));
+            bytes memory data = abi.decode(callData[4:], (bytes));
+            (uint64 senderId, bool active) = _activeMember(sender);
+            if (!active) return (false, "sender is not an active member");
+            return _checkMemberCall(senderId, data, _newSentKeys());
         }
-        return (false, "only member-account register and execute are sponsored");
+        if (selector == IMemberAccount.executeBatch.selector) {
+            return _checkExecuteBatch(sender, abi.decode(callData[4:], (bytes[])));
+        }
+        return (false, "only member-account register and execute are sponsored (execute or executeBatch)");
     }
 
     function _checkRegistration(address sender, DstackProof memory proof, NodeKeys memory keys)
@@ -66,11 +84,44 @@ contract SponsorshipFacet is ISponsorshipFacet {
         return (false, "account is a member with different keys");
     }
 
-    function _checkMemberCall(address sender, bytes memory data) private view returns (bool, string memory) {
-        uint64 senderId = MemberStorage.idOf(sender);
-        if (senderId == 0 || !MemberStorage.isActive(sender)) {
-            return (false, "sender is not an active member");
+    /// @notice executeBatch runs its calls in order and reverts on the first failure, so every call
+    ///         must pass on its own, and no two may collide (same selector, same envelope).
+    function _checkExecuteBatch(address sender, bytes[] memory calls)
+        private
+        view
+        returns (bool, string memory)
+    {
+        (uint64 senderId, bool active) = _activeMember(sender);
+        if (!active) return (false, "sender is not an active member");
+        if (calls.length == 0) return (false, "batch has no calls");
+        if (calls.length > MAX_SPONSORED_CALLS) return (false, "batch has more than 4 calls");
+        SentKeys memory sent = _newSentKeys();
+        bytes4[] memory selectors = new bytes4[](calls.length);
+        for (uint256 i = 0; i < calls.length; ++i) {
+            bytes memory data = calls[i];
+            // Repeats first: they also bound `sent` to one send and one sendBatch.
+            if (data.length >= 4) {
+                // casting to 'bytes4' is safe because it takes the first four bytes, checked present above.
+                // forge-lint: disable-next-line(unsafe-typecast)
+                selectors[i] = bytes4(data);
+                for (uint256 j = 0; j < i; ++j) {
+                    if (selectors[j] == selectors[i]) {
+                        return (false, _callReason(i, "repeats the function of an earlier call"));
+                    }
+                }
+            }
+            (bool ok, string memory reason) = _checkMemberCall(senderId, data, sent);
+            if (!ok) return (false, _callReason(i, reason));
         }
+        return (true, "");
+    }
+
+    /// @notice One call of an active member's account into the cluster.
+    function _checkMemberCall(uint64 senderId, bytes memory data, SentKeys memory sent)
+        private
+        view
+        returns (bool, string memory)
+    {
         if (data.length < 4) return (false, "member call has no function selector");
         // casting to 'bytes4' is safe because it takes the first four bytes, checked present above.
         // forge-lint: disable-next-line(unsafe-typecast)
@@ -79,17 +130,12 @@ contract SponsorshipFacet is ISponsorshipFacet {
         if (selector == IMessageFacet.send.selector) {
             (uint64 recipient, bytes32 envelopeId, bytes memory ciphertext) =
                 abi.decode(args, (uint64, bytes32, bytes));
-            if (ciphertext.length == 0) return (false, "message ciphertext is empty");
-            if (ciphertext.length > MessageStorage.MAX_CIPHERTEXT_SIZE) {
-                return (false, "message ciphertext too large");
-            }
-            if (!MemberStorage.isActive(MemberStorage.layout().members[recipient].account)) {
-                return (false, "message recipient is not an active member");
-            }
-            if (MessageStorage.layout().used[recipient][envelopeId]) {
-                return (false, "message envelope id already used");
-            }
+            string memory rule = _envelopeRule(senderId, recipient, envelopeId, ciphertext.length, sent);
+            if (bytes(rule).length != 0) return (false, string.concat("message ", rule));
             return (true, "");
+        }
+        if (selector == IMessageFacet.sendBatch.selector) {
+            return _checkSendBatch(senderId, abi.decode(args, (Envelope[])), sent);
         }
         if (selector == IMemberFacet.commitClusterSharedKey.selector) {
             bytes32 commitment = abi.decode(args, (bytes32));
@@ -101,6 +147,66 @@ contract SponsorshipFacet is ISponsorshipFacet {
             return (true, "");
         }
         return (false, "member call is not a sponsored cluster function");
+    }
+
+    /// @notice Every envelope must be sent now: the policy pays for none it can foresee skipped.
+    function _checkSendBatch(uint64 senderId, Envelope[] memory envelopes, SentKeys memory sent)
+        private
+        view
+        returns (bool, string memory)
+    {
+        if (envelopes.length == 0) return (false, "envelope batch is empty");
+        if (envelopes.length > MessageStorage.MAX_BATCH_SIZE) {
+            return (false, "envelope batch has more than 64 envelopes");
+        }
+        for (uint256 i = 0; i < envelopes.length; ++i) {
+            Envelope memory e = envelopes[i];
+            string memory rule =
+                _envelopeRule(senderId, e.recipientMemberId, e.envelopeId, e.ciphertext.length, sent);
+            if (bytes(rule).length != 0) {
+                return (false, string.concat("envelope ", Strings.toString(i), ": ", rule));
+            }
+        }
+        return (true, "");
+    }
+
+    /// @notice The rule an envelope breaks (MessageStorage.check, plus a repeat within this
+    ///         operation), or "" when it would be sent; a passing envelope is added to `sent`.
+    function _envelopeRule(
+        uint64 senderId,
+        uint64 recipient,
+        bytes32 envelopeId,
+        uint256 size,
+        SentKeys memory sent
+    ) private view returns (string memory) {
+        (bool ok, SkipReason reason) = MessageStorage.check(recipient, senderId, envelopeId, size);
+        if (!ok) {
+            if (reason == SkipReason.EmptyCiphertext) return "ciphertext is empty";
+            if (reason == SkipReason.CiphertextTooLarge) return "ciphertext too large";
+            if (reason == SkipReason.RecipientNotActive) return "recipient is not an active member";
+            return "envelope id already used";
+        }
+        bytes32 key = keccak256(abi.encode(recipient, envelopeId));
+        for (uint256 i = 0; i < sent.count; ++i) {
+            if (sent.keys[i] == key) return "repeats the recipient and envelope id of an earlier envelope";
+        }
+        sent.keys[sent.count++] = key;
+        return "";
+    }
+
+    function _activeMember(address sender) private view returns (uint64 senderId, bool active) {
+        senderId = MemberStorage.idOf(sender);
+        active = senderId != 0 && MemberStorage.isActive(sender);
+    }
+
+    /// @dev Room for one `send` and one full `sendBatch`: the most one operation can reach, since
+    ///      a batch of calls names each function once.
+    function _newSentKeys() private pure returns (SentKeys memory sent) {
+        sent.keys = new bytes32[](MessageStorage.MAX_BATCH_SIZE + 1);
+    }
+
+    function _callReason(uint256 index, string memory reason) private pure returns (string memory) {
+        return string.concat("call ", Strings.toString(index), ": ", reason);
     }
 
     function _proofReason(ProofStatus status) private pure returns (string memory) {

@@ -127,6 +127,34 @@ impl ClusterNode {
             .and_then(|value| value.parse().ok()))
     }
 
+    /// The sum of every series of the counter family `name` (e.g. every `kind` of
+    /// `attestmesh_agent_sponsored_operations_total`): an error when `/metrics` does not answer,
+    /// 0 when the family has no series yet.
+    pub async fn metric_sum(&self, name: &str) -> eyre::Result<f64> {
+        let text = probe_client()?
+            .get(self.metrics_url())
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .wrap_err_with(|| format!("{}: /metrics does not answer", self.name))?
+            .text()
+            .await
+            .wrap_err_with(|| format!("{}: /metrics body", self.name))?;
+        let mut sum = 0.0;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let mut words = line.split_whitespace();
+            let (Some(series), Some(value)) = (words.next(), words.last()) else {
+                continue;
+            };
+            if series == name || series.starts_with(&format!("{name}{{")) {
+                sum += value.parse::<f64>().wrap_err_with(|| {
+                    format!("{}: unreadable value in /metrics line {line:?}", self.name)
+                })?;
+            }
+        }
+        Ok(sum)
+    }
+
     /// The agent's pid while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.agent.as_ref().and_then(Child::id)
@@ -254,6 +282,10 @@ pub struct Cluster {
     /// How often agents poll the chain underneath the indexer (seconds); `None` = the agent's
     /// default.
     pub poll_interval_secs: Option<u64>,
+    /// The port (on each node's host end of the veth) the agents' `--chain.rpc-url` names
+    /// instead of anvil's, e.g. a [`FaultProxy`](crate::fault_proxy::FaultProxy) that counts
+    /// their requests; `None` = anvil itself.
+    pub chain_rpc_port: Option<u16>,
 }
 
 impl Cluster {
@@ -308,41 +340,53 @@ impl Cluster {
             dir: dir.to_path_buf(),
             agent_log_filter: "info,attestmesh=debug".into(),
             poll_interval_secs: Some(1),
+            chain_rpc_port: None,
         };
-        for _ in 0..count {
-            cluster.add_node().await?;
-        }
+        cluster.add_nodes(count).await?;
         Ok(cluster)
     }
 
     /// Prepares one more node (its agent not started).
     pub async fn add_node(&mut self) -> eyre::Result<usize> {
-        let i = self.nodes.len();
-        let name = format!("node-{}", i + 1);
-        let account = self
-            .stack
-            .add_node(&name)
-            .await
-            .wrap_err_with(|| format!("{name}: cannot prepare its member account and TEE"))?
-            .account;
-        let netns = Netns::create_unique()
-            .wrap_err_with(|| format!("{name}: cannot create a namespace"))?;
-        let (host_ip, ns_ip) = (netns.host_ip(), netns.ns_ip());
-        self.stack.gateway.add_route(
-            attestmesh_dstack::EthAddress(account.into_array()),
-            IpAddr::V4(ns_ip),
-        );
-        info!(target: LOG_TARGET, node = %name, netns = netns.name(), %ns_ip, %account, "node prepared");
-        self.nodes.push(ClusterNode {
-            socket: self.dir.join(format!("{name}.agent.sock")),
-            log: self.dir.join(format!("{name}.log")),
-            name,
-            netns,
-            host_ip,
-            ns_ip,
-            agent: None,
-        });
-        Ok(i)
+        Ok(self.add_nodes(1).await?.start)
+    }
+
+    /// Prepares `count` more nodes (agents not started): their member accounts are allowlisted
+    /// and deployed in one round of transactions, so the set-up takes O(1) blocks whatever
+    /// `count` is. The indices of the new nodes.
+    pub async fn add_nodes(&mut self, count: usize) -> eyre::Result<std::ops::Range<usize>> {
+        let first = self.nodes.len();
+        let names: Vec<String> = (first..first + count)
+            .map(|i| format!("node-{}", i + 1))
+            .collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.stack.add_nodes(&refs).await.wrap_err_with(|| {
+            format!(
+                "{}: cannot prepare member accounts and TEEs",
+                refs.join(", ")
+            )
+        })?;
+        for (offset, name) in names.into_iter().enumerate() {
+            let account = self.stack.nodes[first + offset].account;
+            let netns = Netns::create_unique()
+                .wrap_err_with(|| format!("{name}: cannot create a namespace"))?;
+            let (host_ip, ns_ip) = (netns.host_ip(), netns.ns_ip());
+            self.stack.gateway.add_route(
+                attestmesh_dstack::EthAddress(account.into_array()),
+                IpAddr::V4(ns_ip),
+            );
+            info!(target: LOG_TARGET, node = %name, netns = netns.name(), %ns_ip, %account, "node prepared");
+            self.nodes.push(ClusterNode {
+                socket: self.dir.join(format!("{name}.agent.sock")),
+                log: self.dir.join(format!("{name}.log")),
+                name,
+                netns,
+                host_ip,
+                ns_ip,
+                agent: None,
+            });
+        }
+        Ok(first..first + count)
     }
 
     /// Starts (or restarts) node `i`'s agent process inside its namespace; it logs to
@@ -354,6 +398,9 @@ impl Cluster {
             .ok_or_else(|| eyre::eyre!("there is no node {i}"))?;
         let host = node.host_ip;
         let port = |url: &url::Url| url.port_or_known_default().unwrap_or(80);
+        let chain_port = self
+            .chain_rpc_port
+            .unwrap_or_else(|| port(self.stack.chain.rpc_url()));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -367,10 +414,7 @@ impl Cluster {
             .arg("run")
             .arg("--dstack.socket")
             .arg(&self.stack.nodes[i].dstack_socket)
-            .args([
-                "--chain.rpc-url",
-                &format!("http://{host}:{}", port(self.stack.chain.rpc_url())),
-            ])
+            .args(["--chain.rpc-url", &format!("http://{host}:{chain_port}")])
             .args(["--chain.id", &self.stack.config.chain.chain_id.to_string()])
             .args([
                 "--bundler.url",

@@ -268,36 +268,60 @@ impl LocalChain {
 
     /// The member account (= dstack app id) of `node_name` in `cluster`, allowlisted and deployed.
     pub async fn add_member_account(&self, cluster: Address, node_name: &str) -> Result<Address> {
-        let salt = member_salt(node_name);
+        let accounts = self.add_member_accounts(cluster, &[node_name]).await?;
+        accounts
+            .first()
+            .copied()
+            .ok_or_else(|| LocalChainError::Malformed {
+                what: "member accounts".into(),
+                message: "none created".into(),
+            })
+    }
+
+    /// The member accounts of `node_names` in `cluster`, allowlisted and deployed, in order.
+    /// Every transaction is sent before any receipt is awaited, so N nodes take O(1) blocks on
+    /// a chain with a block time (as on Base), not 2N.
+    pub async fn add_member_accounts(
+        &self,
+        cluster: Address,
+        node_names: &[&str],
+    ) -> Result<Vec<Address>> {
         let factory = ClusterFactory::new(
             self.deployment.cluster_factory,
             self.client.provider().clone(),
         );
-        let account = factory
-            .predictMemberAccount(cluster, salt)
-            .call()
-            .await
-            .map_err(|e| {
-                self.client
-                    .call_error("ClusterFactory.predictMemberAccount", e)
-            })?;
-        let allow = Cluster::setAppIdAllowedCall {
-            appId: account,
-            allowed: true,
-        }
-        .abi_encode();
-        self.client
-            .send_transaction("Cluster.setAppIdAllowed", cluster, allow.into())
-            .await?;
-        let create = ClusterFactory::createMemberAccountCall { cluster, salt }.abi_encode();
-        self.client
-            .send_transaction(
-                "ClusterFactory.createMemberAccount",
+        let mut accounts = Vec::with_capacity(node_names.len());
+        let mut transactions = Vec::with_capacity(2 * node_names.len());
+        for name in node_names {
+            let salt = member_salt(name);
+            let account = factory
+                .predictMemberAccount(cluster, salt)
+                .call()
+                .await
+                .map_err(|e| {
+                    self.client
+                        .call_error("ClusterFactory.predictMemberAccount", e)
+                })?;
+            let allow = Cluster::setAppIdAllowedCall {
+                appId: account,
+                allowed: true,
+            }
+            .abi_encode();
+            let create = ClusterFactory::createMemberAccountCall { cluster, salt }.abi_encode();
+            transactions.push((
+                format!("Cluster.setAppIdAllowed({name})"),
+                cluster,
+                allow.into(),
+            ));
+            transactions.push((
+                format!("ClusterFactory.createMemberAccount({name})"),
                 self.deployment.cluster_factory,
                 create.into(),
-            )
-            .await?;
-        Ok(account)
+            ));
+            accounts.push(account);
+        }
+        self.client.send_transactions(transactions).await?;
+        Ok(accounts)
     }
 }
 

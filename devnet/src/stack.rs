@@ -22,6 +22,9 @@ use crate::local_chain::{LocalChain, LocalChainConfig};
 /// Base mainnet's chain id.
 pub const BASE_CHAIN_ID: u64 = 8453;
 
+/// Base's block time in seconds: the devnet, the demo and the benchmarks run at it.
+pub const BASE_BLOCK_TIME_SECS: u64 = 2;
+
 /// 127.0.0.1 on a free port.
 pub const ANY_LOOPBACK_PORT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 
@@ -54,14 +57,15 @@ pub struct StackConfig {
 }
 
 impl StackConfig {
-    /// The end-to-end configuration: Base's chain id 8453 on a local chain with the EntryPoint
-    /// at its canonical address, or — with `FORK_URL` set — anvil forking Base itself, where the
-    /// real EntryPoint v0.7 already is.
+    /// The end-to-end configuration: Base's chain id 8453 and Base's 2 s blocks on a local
+    /// chain with the EntryPoint at its canonical address, or — with `FORK_URL` set — anvil
+    /// forking Base itself, where the real EntryPoint v0.7 already is.
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         let fork_url = std::env::var("FORK_URL").ok().filter(|url| !url.is_empty());
         Self {
             chain: LocalChainConfig {
                 chain_id: BASE_CHAIN_ID,
+                block_time: Some(BASE_BLOCK_TIME_SECS),
                 fork_url,
                 ..LocalChainConfig::default()
             },
@@ -77,6 +81,21 @@ impl StackConfig {
             gateway_listen: ANY_LOOPBACK_PORT,
             alto_port: None,
             webhook_fault_proxy: false,
+        }
+    }
+
+    /// A block per transaction instead of Base's cadence: the one setting tests use where the
+    /// block time is not the point (they then run in seconds, not blocks).
+    pub fn with_instant_mining(mut self) -> Self {
+        self.chain.block_time = None;
+        self
+    }
+
+    /// What the chain's cadence is, for output: "2 s blocks" or "instant mining".
+    pub fn cadence(&self) -> String {
+        match self.chain.block_time {
+            Some(secs) => format!("{secs} s blocks"),
+            None => "instant mining (a block per transaction)".into(),
         }
     }
 }
@@ -280,27 +299,37 @@ impl Stack {
     /// Adds a node the way an operator does (allowlist + deploy its member account) and starts
     /// its dstack simulator, whose app id is that account.
     pub async fn add_node(&mut self, name: &str) -> Result<&DevnetNode, StackError> {
-        let account = self.chain.add_member_account(self.cluster, name).await?;
-        let socket = self.config.state_dir.join(format!("{name}.dstack.sock"));
-        let simulator = SimulatorConfig::new(
-            EthAddress(account.into_array()),
-            KeySource::DevnetSeed(self.config.kms_seed.clone()),
-        );
-        let dstack =
-            DstackSimulator::spawn(simulator, &socket).map_err(|source| StackError::Dstack {
-                node: name.to_string(),
-                source,
-            })?;
-        info!(target: "attestmesh::devnet", node = name, %account, socket = %socket.display(), "node prepared");
-        self.nodes.push(DevnetNode {
-            name: name.to_string(),
-            account,
-            dstack_socket: socket,
-            dstack,
-        });
+        self.add_nodes(&[name]).await?;
         self.nodes
             .last()
             .ok_or_else(|| StackError::Other("node list empty after push".into()))
+    }
+
+    /// [`Stack::add_node`] for several nodes at once: their accounts are allowlisted and
+    /// deployed in one round of transactions (O(1) blocks whatever their number).
+    pub async fn add_nodes(&mut self, names: &[&str]) -> Result<(), StackError> {
+        let accounts = self.chain.add_member_accounts(self.cluster, names).await?;
+        for (name, account) in names.iter().zip(accounts) {
+            let socket = self.config.state_dir.join(format!("{name}.dstack.sock"));
+            let simulator = SimulatorConfig::new(
+                EthAddress(account.into_array()),
+                KeySource::DevnetSeed(self.config.kms_seed.clone()),
+            );
+            let dstack = DstackSimulator::spawn(simulator, &socket).map_err(|source| {
+                StackError::Dstack {
+                    node: name.to_string(),
+                    source,
+                }
+            })?;
+            info!(target: "attestmesh::devnet", node = name, %account, socket = %socket.display(), "node prepared");
+            self.nodes.push(DevnetNode {
+                name: name.to_string(),
+                account,
+                dstack_socket: socket,
+                dstack,
+            });
+        }
+        Ok(())
     }
 
     /// Every endpoint and address, as `.devnet/endpoints.json` records them.

@@ -87,11 +87,14 @@ pub async fn up(args: UpArgs, shutdown: impl Future<Output = ()>) -> eyre::Resul
     )
     .wrap_err("cannot write the pid file")?;
     println!("[devnet] services up; preparing {} node(s)...", args.nodes);
-    for i in 1..=args.nodes {
-        let node = stack
-            .add_node(&format!("node-{i}"))
-            .await
-            .wrap_err_with(|| format!("node-{i}"))?;
+    let names: Vec<String> = (1..=args.nodes).map(|i| format!("node-{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    stack
+        .add_nodes(&refs)
+        .await
+        .wrap_err("cannot prepare the nodes")?;
+    for (i, node) in stack.nodes.iter().enumerate() {
+        let i = i + 1;
         println!(
             "[devnet]   node-{i}: member account {} (dstack app id), dstack socket {}",
             node.account,

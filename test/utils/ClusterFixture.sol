@@ -186,7 +186,8 @@ abstract contract ClusterFixture is Test {
         op.sender = sender;
         op.nonce = entryPoint.getNonce(sender, 0);
         op.callData = callData;
-        op.accountGasLimits = bytes32((uint256(1_500_000) << 128) | uint256(500_000));
+        // Verification covers deploying the account through initCode (~7.3 kB of code at 200 gas a byte).
+        op.accountGasLimits = bytes32((uint256(2_000_000) << 128) | uint256(500_000));
         op.preVerificationGas = 60_000;
         op.gasFees = bytes32((uint256(1 gwei) << 128) | uint256(2 gwei));
     }
@@ -228,6 +229,16 @@ abstract contract ClusterFixture is Test {
         returns (PackedUserOperation memory op)
     {
         op = baseOp(n.account, abi.encodeCall(IMemberAccount.execute, (data)));
+        sponsor(op);
+        signOp(op, n.derivedKey);
+    }
+
+    function executeBatchOp(Node memory n, bytes[] memory calls)
+        internal
+        view
+        returns (PackedUserOperation memory op)
+    {
+        op = baseOp(n.account, abi.encodeCall(IMemberAccount.executeBatch, (calls)));
         sponsor(op);
         signOp(op, n.derivedKey);
     }

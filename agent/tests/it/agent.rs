@@ -22,7 +22,11 @@ fn past_registration(status: &pb::MeshStatus) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_agents_register_see_each_other_and_exchange_a_message() {
     let dir = tempfile::tempdir().unwrap();
-    let (_stack, a, b) = two_agents(dir.path(), StackConfig::new(dir.path().join("devnet"))).await;
+    let (_stack, a, b) = two_agents(
+        dir.path(),
+        StackConfig::new(dir.path().join("devnet")).with_instant_mining(),
+    )
+    .await;
 
     let peers = a
         .client()
@@ -62,7 +66,11 @@ async fn two_agents_register_see_each_other_and_exchange_a_message() {
 #[tokio::test(flavor = "multi_thread")]
 async fn restarted_agent_keeps_its_identity_and_skips_registration() {
     let dir = tempfile::tempdir().unwrap();
-    let (stack, a, b) = two_agents(dir.path(), StackConfig::new(dir.path().join("devnet"))).await;
+    let (stack, a, b) = two_agents(
+        dir.path(),
+        StackConfig::new(dir.path().join("devnet")).with_instant_mining(),
+    )
+    .await;
     let before = b
         .client()
         .await
@@ -193,7 +201,11 @@ async fn agent_survives_a_chain_rpc_outage() {
 #[tokio::test(flavor = "multi_thread")]
 async fn resumed_subscription_misses_and_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (_stack, a, b) = two_agents(dir.path(), StackConfig::new(dir.path().join("devnet"))).await;
+    let (_stack, a, b) = two_agents(
+        dir.path(),
+        StackConfig::new(dir.path().join("devnet")).with_instant_mining(),
+    )
+    .await;
     let id_b = member_id(&b).await;
     send(&a, id_b, b"m1").await;
     send(&a, id_b, b"m2").await;
@@ -428,7 +440,7 @@ async fn shutdown_ends_open_subscriptions_and_the_agent_stops() {
 #[tokio::test(flavor = "multi_thread")]
 async fn registration_and_message_through_the_alto_bundler() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = StackConfig::new(dir.path().join("devnet"));
+    let mut config = StackConfig::new(dir.path().join("devnet")).with_instant_mining();
     config.alto_port = Some(free_port());
     let (stack, a, b) = two_agents(dir.path(), config).await;
     assert_ne!(
@@ -543,7 +555,11 @@ async fn refused_operations_forged_messages_and_revocations() {
 
     init_logs();
     let dir = tempfile::tempdir().unwrap();
-    let (stack, a, b) = two_agents(dir.path(), StackConfig::new(dir.path().join("devnet"))).await;
+    let (stack, a, b) = two_agents(
+        dir.path(),
+        StackConfig::new(dir.path().join("devnet")).with_instant_mining(),
+    )
+    .await;
     let (id_a, id_b) = (member_id(&a).await, member_id(&b).await);
     let sender_a = node_sender(&stack, 0).await;
 

@@ -9,24 +9,37 @@ use std::time::Duration;
 
 use alloy::primitives::keccak256;
 use attestmesh_devnet::cluster::{Cluster, ClusterNode};
+use attestmesh_devnet::stack::StackConfig;
 use attestmesh_proto::agent::v1 as pb;
 
 use crate::harness::{DEADLINE, init_logs};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_cluster-mesh-agent");
 
-/// The devnet and `count` agents, each in its own namespace.
+/// The devnet (instant mining: these tests are about the mesh, not the block time) and `count`
+/// agents, each in its own namespace.
 pub async fn start(dir: &Path, count: usize) -> Cluster {
-    init_logs();
-    Cluster::start(dir, count, Path::new(AGENT))
-        .await
-        .expect("the cluster starts")
+    let mut cluster = prepare(dir, count).await;
+    for i in 0..count {
+        cluster.start_agent(i).expect("the agent starts");
+    }
+    cluster
 }
 
-/// The devnet and `count` nodes, agents not started yet.
+/// The devnet (instant mining) and `count` nodes, agents not started yet.
 pub async fn prepare(dir: &Path, count: usize) -> Cluster {
+    prepare_with(
+        StackConfig::new(dir.join("devnet")).with_instant_mining(),
+        dir,
+        count,
+    )
+    .await
+}
+
+/// The devnet as `config` says and `count` nodes, agents not started yet.
+pub async fn prepare_with(config: StackConfig, dir: &Path, count: usize) -> Cluster {
     init_logs();
-    Cluster::prepare(dir, count, Path::new(AGENT))
+    Cluster::prepare_with(config, dir, count, Path::new(AGENT))
         .await
         .expect("the cluster is prepared")
 }
@@ -93,6 +106,80 @@ async fn three_nodes_converge_share_the_csk_and_carry_tcp() {
     let reply = reply.join().await.expect("client task");
     echo.join().await.expect("echo task");
     assert_eq!(&reply, b"mesh!");
+}
+
+/// At Base's 2 s blocks, a 4-node cold start costs at most 2N + 1 sponsored operations (one
+/// registration and one envelope batch per node, the CSK commitment riding in member 1's batch)
+/// instead of N² + 1, and once the cluster is whole it sends none: several blocks later every
+/// node's counter is where it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cold_start_at_base_cadence_costs_at_most_2n_plus_1_operations_and_none_after() {
+    const NODES: usize = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = prepare_with(
+        StackConfig::new(dir.path().join("devnet")),
+        dir.path(),
+        NODES,
+    )
+    .await;
+    assert_eq!(
+        cluster.stack.config.chain.block_time,
+        Some(2),
+        "Base's cadence"
+    );
+    for i in 0..NODES {
+        cluster.start_agent(i).unwrap();
+    }
+    cluster
+        .wait_converged(DEADLINE)
+        .await
+        .expect("the cluster becomes whole");
+    assert_converged_on_the_committed_csk(&cluster).await;
+
+    let family = "attestmesh_agent_sponsored_operations_total";
+    let mut per_node = Vec::new();
+    for node in &cluster.nodes {
+        per_node.push(node.metric_sum(family).await.unwrap());
+    }
+    let total: f64 = per_node.iter().sum();
+    eprintln!("sponsored operations per node after the cold start: {per_node:?}");
+    assert!(
+        total <= (2 * NODES + 1) as f64,
+        "a cold start of {NODES} took {total} sponsored operations (per node {per_node:?}); at most {} expected",
+        2 * NODES + 1
+    );
+    for (node, ops) in cluster.nodes.iter().zip(&per_node) {
+        let registrations = node
+            .metric(&format!("{family}{{kind=\"registration\"}}"))
+            .await
+            .unwrap();
+        assert_eq!(registrations, Some(1.0), "{}: one registration", node.name);
+        assert!(
+            *ops >= 2.0,
+            "{}: it sent its envelopes ({ops} operations)",
+            node.name
+        );
+    }
+
+    // Steady state: five blocks later nobody has sent anything.
+    let chain = cluster.stack.chain.operator_client().clone();
+    let from = chain.block_number().await.unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while chain.block_number().await.unwrap() < from + 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the chain stopped making blocks"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (node, before) in cluster.nodes.iter().zip(&per_node) {
+        assert_eq!(
+            node.metric_sum(family).await.unwrap(),
+            *before,
+            "{}: sponsored operations once the cluster is whole",
+            node.name
+        );
+    }
 }
 
 /// Cold start of eight nodes: every node healthy with seven live peers, all on the committed
@@ -618,6 +705,8 @@ async fn the_demo_exits_ok_once_healthy_and_cleans_up() {
             exit_when_healthy: true,
             timeout_secs: DEADLINE.as_secs(),
             state_dir: dir.path().join("demo"),
+            // The devnet test of the binary (devnet/tests/it/demo.rs) runs the default, alto.
+            bundler: attestmesh_devnet::demo::DemoBundler::Project,
         },
         std::future::pending(),
     )

@@ -33,7 +33,7 @@ struct FaultyDevnet {
 impl FaultyDevnet {
     async fn start(dir: &std::path::Path) -> Self {
         init_logs();
-        let mut config = StackConfig::new(dir.join("devnet"));
+        let mut config = StackConfig::new(dir.join("devnet")).with_instant_mining();
         config.webhook_fault_proxy = true;
         let mut stack = Stack::start(config).await.expect("devnet starts");
         stack.add_node("node-1").await.unwrap();

@@ -29,7 +29,7 @@ pub fn init_logs() {
 
 pub async fn stack(dir: &Path) -> Stack {
     init_logs();
-    Stack::start(StackConfig::new(dir.join("devnet")))
+    Stack::start(StackConfig::new(dir.join("devnet")).with_instant_mining())
         .await
         .expect("devnet starts")
 }

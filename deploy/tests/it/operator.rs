@@ -202,7 +202,7 @@ impl Node {
 async fn operator_cli_drives_a_cluster_end_to_end() {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
-    let stack = Stack::start(StackConfig::new(dir.path().join("devnet")))
+    let stack = Stack::start(StackConfig::new(dir.path().join("devnet")).with_instant_mining())
         .await
         .expect("devnet starts");
     let key = key_file(dir.path(), stack.chain.operator());

@@ -18,7 +18,7 @@ use attestmesh_bindings::ENTRY_POINT_V07;
 use attestmesh_bindings::cluster::Cluster;
 use attestmesh_bindings::paymaster::VerifyingPaymaster;
 use attestmesh_chain::{
-    ChainClient, ChainError, SendOptions, SponsoredSender, UserOpError, dummy_signature,
+    ChainClient, ChainError, NonceKey, SendOptions, SponsoredSender, UserOpError, dummy_signature,
 };
 use attestmesh_devnet::bundler::{BundlerHandle, packed};
 use attestmesh_devnet::gas_manager::paymaster_data::{
@@ -537,6 +537,92 @@ async fn concurrent_sends_from_one_account_all_land() {
         assert!(receipt.success);
     }
     assert_eq!(sender.nonce().await.unwrap(), U256::from(5));
+}
+
+/// Independent streams of one account (envelopes, app messages) do not wait on each other:
+/// operations on different ERC-4337 nonce keys are all submitted before any block is mined.
+/// The chain mines nothing until both are in its pool, so a sender that held one lock across
+/// keys (the first operation's receipt before the second's nonce read) would never get there.
+#[tokio::test(flavor = "multi_thread")]
+async fn operations_on_different_nonce_keys_do_not_wait_for_each_others_receipts() {
+    let devnet = devnet().await;
+    let registration = registration(&devnet.chain, &devnet.cluster, devnet.account, "node-1").await;
+    let sender = sender(&devnet, registration.owner.clone());
+    sender
+        .send(registration.call_data.clone(), None)
+        .await
+        .unwrap();
+    let member = devnet
+        .chain
+        .operator_client()
+        .member_of(devnet.cluster.address, devnet.account)
+        .await
+        .unwrap()
+        .expect("registered");
+    let provider = devnet.chain.operator_client().provider().clone();
+    provider
+        .raw_request::<_, Value>("evm_setAutomine".into(), [false])
+        .await
+        .unwrap();
+    let sends: Vec<_> = [1u64, 2]
+        .into_iter()
+        .map(|key| {
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                sender
+                    .send_on(
+                        NonceKey::new(key),
+                        execute(message(member.id, key as u8)),
+                        None,
+                    )
+                    .await
+            })
+        })
+        .collect();
+    // Inside the sender's 30 s receipt timeout: a first operation that timed out would release
+    // a shared lock and let the second through for the wrong reason.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let pool: Value = provider
+            .raw_request("txpool_status".into(), ())
+            .await
+            .unwrap();
+        let pending = u64::from_str_radix(
+            pool["pending"]
+                .as_str()
+                .unwrap_or("0x0")
+                .trim_start_matches("0x"),
+            16,
+        )
+        .unwrap_or(0);
+        if pending >= 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second operation was never submitted while the first awaited its block: the \
+             nonce keys are not independent (pool: {pool})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    provider
+        .raw_request::<_, Value>("evm_mine".into(), ())
+        .await
+        .unwrap();
+    let mut blocks = Vec::new();
+    for send in sends {
+        let receipt = send.await.unwrap().expect("both operations land");
+        assert!(receipt.success);
+        blocks.push(receipt.receipt.block_number);
+    }
+    assert_eq!(blocks[0], blocks[1], "both in the one block mined");
+    for key in [1u64, 2] {
+        assert_eq!(
+            sender.nonce_on(NonceKey::new(key)).await.unwrap(),
+            (U256::from(key) << 64) + U256::from(1),
+            "key {key} advanced once"
+        );
+    }
 }
 
 /// Field note 5 regression: the nonce was once read through a bundler method that did not exist,
