@@ -29,6 +29,7 @@ use tracing::{debug, info, warn};
 use crate::cluster::MemberInfo;
 use crate::envelope::EndpointEnvelope;
 use crate::messages::{self, Context, Kind};
+use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::targets::PEERS;
 
@@ -114,7 +115,7 @@ impl Outbox {
             }
             if let Some(task) = self.in_flight.take() {
                 match task.await {
-                    Ok(outcome) => self.collect(node, outcome),
+                    Ok(outcome) => self.collect(&node.metrics, outcome),
                     Err(error) => {
                         warn!(target: PEERS, %error, "the envelope flush task failed; retrying");
                         self.retry_at = Some(Instant::now() + RETRY_AFTER);
@@ -149,7 +150,7 @@ impl Outbox {
         }));
     }
 
-    fn collect(&mut self, node: &Node, outcome: Outcome) {
+    fn collect(&mut self, metrics: &Metrics, outcome: Outcome) {
         self.delivered.extend(&outcome.already_delivered);
         if outcome.committed.is_some() {
             self.committed = outcome.committed;
@@ -165,12 +166,12 @@ impl Outbox {
                 // Out of gas or another whole-batch failure: split, never resend the same
                 // batch for ever.
                 self.chunk = (outcome.carried / 2).max(1);
-                node.metrics.user_operations_failed.inc();
+                metrics.user_operations_failed.inc();
                 warn!(target: PEERS, %hash, %reason, carried = outcome.carried, next_chunk = self.chunk, "envelope batch reverted; splitting it");
             }
             Err(error) => {
                 if matches!(error, FlushError::Operation(_)) {
-                    node.metrics.user_operations_failed.inc();
+                    metrics.user_operations_failed.inc();
                 }
                 warn!(target: PEERS, %error, retry_in_s = RETRY_AFTER.as_secs(), "endpoint envelopes not delivered; will retry");
                 self.retry_at = Some(Instant::now() + RETRY_AFTER);
@@ -327,5 +328,79 @@ fn operation(commitment: Option<B256>, envelopes: &[Cluster::Envelope]) -> Optio
                 .abi_encode()
                 .into(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use attestmesh_types::UserOperationReceipt;
+
+    fn reverted(carried: usize) -> Outcome {
+        let receipt: UserOperationReceipt = serde_json::from_value(serde_json::json!({
+            "userOpHash": B256::repeat_byte(1),
+            "entryPoint": alloy::primitives::Address::repeat_byte(2),
+            "sender": alloy::primitives::Address::repeat_byte(3),
+            "nonce": "0x1",
+            "actualGasCost": "0x1",
+            "actualGasUsed": "0x1",
+            "success": false,
+            "logs": [],
+            "receipt": {"transactionHash": B256::repeat_byte(4), "blockNumber": "0x1"}
+        }))
+        .expect("a receipt");
+        Outcome {
+            already_delivered: Vec::new(),
+            result: Err(FlushError::Operation(UserOpError::Reverted {
+                hash: B256::repeat_byte(1),
+                reason: "out of gas".into(),
+                receipt: Box::new(receipt),
+            })),
+            carried,
+            committed: None,
+        }
+    }
+
+    /// A batch that reverts as a whole (e.g. out of gas) is split, never resent whole for ever:
+    /// each revert halves what the next operation carries, down to one envelope.
+    #[test]
+    fn a_reverted_batch_is_split_until_single_envelopes() {
+        let metrics = Metrics::new();
+        let mut outbox = Outbox::default();
+        assert_eq!(outbox.chunk, MAX_BATCH);
+        let mut carried = 40;
+        for expected in [20, 10, 5, 2, 1] {
+            outbox.collect(&metrics, reverted(carried));
+            assert_eq!(outbox.chunk, expected, "after a revert of {carried}");
+            carried = outbox.chunk;
+        }
+        // A single envelope that reverts is not split further: it waits and is retried.
+        outbox.collect(&metrics, reverted(1));
+        assert_eq!(outbox.chunk, 1);
+        assert!(
+            outbox.retry_at.is_some(),
+            "a failed single envelope waits before a retry"
+        );
+        assert_eq!(metrics.user_operations_failed.get(), 6);
+    }
+
+    /// Envelopes the chain already shows delivered are never owed again; an included
+    /// commitment is never sent again while the intake has not yet seen it.
+    #[test]
+    fn delivered_envelopes_and_an_included_commitment_are_remembered() {
+        let metrics = Metrics::new();
+        let mut outbox = Outbox::default();
+        outbox.collect(
+            &metrics,
+            Outcome {
+                already_delivered: vec![2, 3],
+                result: Ok(()),
+                carried: 1,
+                committed: Some(B256::repeat_byte(9)),
+            },
+        );
+        assert_eq!(outbox.delivered, BTreeSet::from([2, 3]));
+        assert_eq!(outbox.committed, Some(B256::repeat_byte(9)));
+        assert!(outbox.retry_at.is_none());
     }
 }
