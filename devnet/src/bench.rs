@@ -1,41 +1,68 @@
 //! `attestmesh-devnet bench` (`make bench`): measures the cluster the demo runs and writes the
-//! figures, with the command and the machine that produced them, to `bench/RESULTS.md`.
+//! figures, with the command and the machine that produced them, to `bench/RESULTS.md`, and
+//! the plot of time-to-whole against cluster size to `time-to-whole.svg` beside it.
 //!
-//! Every figure comes from real processes: agents in namespaces on the devnet (chain, bundler,
-//! gas manager, gateway), iperf3 for throughput, the indexer binary for catch-up, forge's gas
-//! snapshots for gas. Nothing here asserts a threshold; tests never read these figures.
+//! Every figure comes from real processes: agents in namespaces on the devnet (chain at Base's
+//! 2 s blocks and, for comparison, mining a block per transaction; the real alto bundler by
+//! default; gas manager, gateway), iperf3 for throughput, the indexer binary for catch-up,
+//! forge's gas snapshots for gas. The agents reach anvil through a counting proxy
+//! ([`FaultProxy`] in pass mode), which is how chain RPC requests are counted. Targets are
+//! printed beside the figures; nothing here asserts one, and tests never read these figures.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use alloy::providers::Provider;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use eyre::WrapErr;
 use tokio::time::Instant;
 
 use crate::cluster::Cluster;
-use crate::stack::StackConfig;
+use crate::fault_proxy::FaultProxy;
+use crate::stack::{BASE_BLOCK_TIME_SECS, StackConfig};
 
 /// Flags of `bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Cluster sizes for start-to-healthy and restart figures.
-    #[arg(long = "sizes", value_delimiter = ',', default_value = "3,8,16")]
+    /// Cluster sizes for the start-to-whole and restart figures (each at every cadence).
+    #[arg(long = "sizes", value_delimiter = ',', default_value = "3,8,16,32")]
     pub sizes: Vec<usize>,
-    /// Runs per size (a fresh devnet and cluster each).
-    #[arg(long = "runs", default_value_t = 3)]
+    /// Sizes tried after `--sizes` (e.g. 64): one the machine cannot hold is reported as such
+    /// in the table instead of failing the run.
+    #[arg(long = "try-sizes", value_delimiter = ',')]
+    pub try_sizes: Vec<usize>,
+    /// Chain cadences: "2s" (seconds between blocks, Base's is 2) or "instant" (a block per
+    /// transaction).
+    #[arg(long = "cadences", value_delimiter = ',', default_value = "2s,instant", value_parser = parse_cadence)]
+    pub cadences: Vec<Cadence>,
+    /// Runs per size and cadence (a fresh devnet and cluster each).
+    #[arg(long = "runs", default_value_t = 1)]
     pub runs: usize,
-    /// Steady-state window for heartbeat CPU and bandwidth, in seconds.
+    /// Size of the running cluster (at Base's 2 s blocks) that one node joins; 0 skips the join.
+    #[arg(long = "join-size", default_value_t = 16)]
+    pub join_size: usize,
+    /// Largest cluster whose restart of 2 nodes is measured (the restart of all nodes always
+    /// is): bigger clusters skip it to keep the run short.
+    #[arg(long = "restart-two-up-to", default_value_t = 16)]
+    pub restart_two_up_to: usize,
+    /// The ERC-4337 bundler the agents use: the real `@pimlico/alto` (npm devDependency), or
+    /// the project's own (devnet/src/bundler.rs).
+    #[arg(long = "bundler", value_enum, default_value_t = BundlerChoice::Alto)]
+    pub bundler: BundlerChoice,
+    /// Steady-state window for heartbeat CPU, bandwidth, sponsored operations and chain RPC
+    /// requests, in seconds.
     #[arg(long = "steady-secs", default_value_t = 30)]
     pub steady_secs: u64,
     /// iperf3 duration per path, in seconds.
     #[arg(long = "iperf-secs", default_value_t = 10)]
     pub iperf_secs: u64,
-    /// Sponsored messages each node of the largest cluster sends before the indexer runs.
+    /// Sponsored messages each node of the steady-state cluster sends before the indexer runs.
     #[arg(long = "messages-per-node", default_value_t = 10)]
     pub messages_per_node: usize,
-    /// Empty blocks mined before the indexer runs (anvil mines about 65 per second here).
+    /// Empty blocks mined before the indexer runs (`anvil_mine`).
     #[arg(long = "empty-blocks", default_value_t = 1500)]
     pub empty_blocks: u64,
     /// The `cluster-mesh-agent` binary (default: beside this program).
@@ -47,7 +74,7 @@ pub struct BenchArgs {
     /// The forge gas snapshots to report.
     #[arg(long = "snapshots", default_value = "snapshots")]
     pub snapshots: PathBuf,
-    /// Where the report goes.
+    /// Where the report goes (the plot goes beside it, as `time-to-whole.svg`).
     #[arg(long = "out", default_value = "bench/RESULTS.md")]
     pub out: PathBuf,
     /// Scratch space for the clusters' files.
@@ -55,8 +82,76 @@ pub struct BenchArgs {
     pub state_dir: PathBuf,
 }
 
+/// How often the chain makes blocks: every so many seconds, or one per transaction (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cadence(pub Option<u64>);
+
+impl Cadence {
+    /// Base's: a block every 2 s.
+    pub const BASE: Self = Self(Some(BASE_BLOCK_TIME_SECS));
+
+    /// For tables and the plot's legend: "2 s blocks", "instant mining".
+    pub fn label(self) -> String {
+        match self.0 {
+            Some(secs) => format!("{secs} s blocks"),
+            None => "instant mining".into(),
+        }
+    }
+
+    /// `config` at this cadence.
+    pub fn apply(self, config: StackConfig) -> StackConfig {
+        match self.0 {
+            None => config.with_instant_mining(),
+            Some(secs) => {
+                let mut config = config;
+                config.chain.block_time = Some(secs);
+                config
+            }
+        }
+    }
+
+    /// How long after "whole" operations already submitted may still land: three blocks, and
+    /// at least 5 s (the bundler's own pace).
+    fn settle(self) -> Duration {
+        Duration::from_secs(self.0.map_or(5, |secs| (3 * secs).max(5)))
+    }
+}
+
+/// `--cadences` values: "instant", or seconds between blocks as "2s".
+pub fn parse_cadence(text: &str) -> Result<Cadence, String> {
+    let text = text.trim();
+    if text == "instant" {
+        return Ok(Cadence(None));
+    }
+    text.strip_suffix('s')
+        .and_then(|secs| secs.parse::<u64>().ok())
+        .filter(|secs| *secs > 0)
+        .map(|secs| Cadence(Some(secs)))
+        .ok_or_else(|| {
+            format!("{text:?} is not a cadence: \"instant\" or seconds between blocks as in \"2s\"")
+        })
+}
+
+/// The bundler the agents' UserOperations go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BundlerChoice {
+    /// `@pimlico/alto` from node_modules, on a free port ([`StackConfig::alto_port`]).
+    Alto,
+    /// The project's devnet bundler.
+    Project,
+}
+
 /// The longest any single wait may take before the run is called failed.
 const WAIT_LIMIT: Duration = Duration::from_secs(300);
+
+/// The agents' counter of sponsored operations included on chain, one series per `kind`.
+const SPONSORED_OPERATIONS: &str = "attestmesh_agent_sponsored_operations_total";
+
+/// Cold-start target (seconds) at Base's block time, and the sizes it is set for.
+const COLD_START_TARGET_SECS: f64 = 10.0;
+const COLD_START_TARGET_SIZES: [usize; 3] = [3, 16, 32];
+/// Target for one node joining a running cluster, in seconds.
+const JOIN_TARGET_SECS: f64 = 8.0;
 
 /// Runs every measurement and writes the report; stops early (writing nothing) on `shutdown`.
 pub async fn bench(args: BenchArgs, shutdown: impl Future<Output = ()>) -> eyre::Result<()> {
@@ -64,6 +159,67 @@ pub async fn bench(args: BenchArgs, shutdown: impl Future<Output = ()>) -> eyre:
         result = run(&args) => result,
         () = shutdown => eyre::bail!("interrupted; no report written"),
     }
+}
+
+/// A cluster whose agents reach the chain through a counting proxy.
+#[derive(Debug)]
+struct Metered {
+    cluster: Cluster,
+    /// Between the agents and anvil: every chain request an agent makes passes here.
+    /// Declared after the cluster, so it stops after the agents.
+    rpc: FaultProxy,
+}
+
+/// What the whole run shares.
+#[derive(Debug)]
+struct Bench<'a> {
+    args: &'a BenchArgs,
+    agent: PathBuf,
+    state_dir: PathBuf,
+    /// Every cadence a chain of this run actually ran at, as its stack describes it.
+    ran_at: Vec<String>,
+    /// The bundler the agents used, as the stacks show it.
+    bundler: Option<String>,
+}
+
+/// One row of the start table: a cadence and a size over the runs.
+#[derive(Debug)]
+struct StartRow {
+    cadence: Cadence,
+    size: usize,
+    cold: Vec<Duration>,
+    two: Vec<Duration>,
+    two_skipped: bool,
+    all: Vec<Duration>,
+    /// Sponsored operations of the cold start (whole cluster, settled), per run.
+    ops: Vec<f64>,
+    /// Of those, how many landed after the cluster was whole, per run.
+    late: Vec<f64>,
+    /// The first run's operations by kind.
+    kinds: BTreeMap<String, f64>,
+    /// Why a `--try-sizes` size has no figures.
+    failure: Option<String>,
+}
+
+/// The figures of one cold start and its restarts.
+#[derive(Debug)]
+struct StartRun {
+    cold: Duration,
+    ops_at_whole: f64,
+    kinds: BTreeMap<String, f64>,
+    two: Option<Duration>,
+    all: Duration,
+}
+
+/// The figures of one node joining.
+#[derive(Debug)]
+struct JoinRun {
+    took: Duration,
+    /// Every node's operations from before the join until settled after it.
+    ops: f64,
+    ops_at_whole: f64,
+    newcomer: f64,
+    kinds: BTreeMap<String, f64>,
 }
 
 async fn run(args: &BenchArgs) -> eyre::Result<()> {
@@ -81,106 +237,429 @@ async fn run(args: &BenchArgs) -> eyre::Result<()> {
             indexer.display()
         );
     }
+    if args.sizes.is_empty()
+        || args.sizes.contains(&0)
+        || args.try_sizes.contains(&0)
+        || args.runs == 0
+        || args.cadences.is_empty()
+    {
+        eyre::bail!(
+            "--sizes needs cluster sizes of at least 1 node, --runs at least 1 and --cadences one \
+             cadence or more"
+        );
+    }
     which("iperf3").wrap_err("iperf3 is missing: apt-get install iperf3 (make bench does)")?;
+    // Read now: a machine fact that cannot be read must fail the run before it starts.
+    let machine = machine(&agent)?;
     if args.state_dir.exists() {
         std::fs::remove_dir_all(&args.state_dir)?;
     }
     std::fs::create_dir_all(&args.state_dir)?;
     let state_dir = std::fs::canonicalize(&args.state_dir)?;
+    let mut bench = Bench {
+        args,
+        agent,
+        state_dir,
+        ran_at: Vec::new(),
+        bundler: None,
+    };
 
-    let mut report = header(args, &agent)?;
-    if args.sizes.is_empty() || args.sizes.contains(&0) || args.runs == 0 {
-        eyre::bail!("--sizes needs cluster sizes of at least 1 node and --runs at least 1");
-    }
+    // The steady state, the messages and the indexer: the largest cluster at Base's cadence
+    // (or, without it, at the first cadence asked for).
+    let steady_cadence = args
+        .cadences
+        .iter()
+        .copied()
+        .find(|c| *c == Cadence::BASE)
+        .unwrap_or(args.cadences[0]);
     let largest = args.sizes.iter().copied().max().unwrap_or(1);
-    let mut start_rows = Vec::new();
+    let mut rows = Vec::new();
     let mut steady = None;
-    let mut catch_up = None;
-    for &size in &args.sizes {
-        let mut cold = Vec::new();
-        let mut two = Vec::new();
-        let mut all = Vec::new();
-        for run in 0..args.runs {
-            println!("[bench] {size} nodes, run {}/{}", run + 1, args.runs);
-            let dir = state_dir.join(format!("n{size}-r{run}"));
-            std::fs::create_dir_all(&dir)?;
-            let mut cluster = prepare(&dir, size, &agent).await?;
-            let started = Instant::now();
-            for i in 0..size {
-                cluster.start_agent(i)?;
+    let mut history = None;
+    for &cadence in &args.cadences {
+        let sizes = args.sizes.iter().map(|&s| (s, true));
+        let tried = args.try_sizes.iter().map(|&s| (s, false));
+        for (size, required) in sizes.chain(tried) {
+            let with_two = size >= 2 && size <= args.restart_two_up_to;
+            let mut row = StartRow {
+                cadence,
+                size,
+                cold: Vec::new(),
+                two: Vec::new(),
+                two_skipped: size >= 2 && !with_two,
+                all: Vec::new(),
+                ops: Vec::new(),
+                late: Vec::new(),
+                kinds: BTreeMap::new(),
+                failure: None,
+            };
+            for run in 0..args.runs {
+                println!(
+                    "[bench] {}, {size} nodes, run {}/{}",
+                    cadence.label(),
+                    run + 1,
+                    args.runs
+                );
+                let measured = required && cadence == steady_cadence && size == largest && run == 0;
+                let extras = measured.then_some((&mut steady, &mut history, &indexer));
+                let dir = bench.state_dir.join(format!(
+                    "{}-n{size}-r{run}",
+                    cadence.0.map_or("instant".to_string(), |s| format!("{s}s"))
+                ));
+                match bench.start_run(&dir, cadence, size, with_two, extras).await {
+                    Ok(figures) => {
+                        let total: f64 = figures.kinds.values().sum();
+                        row.cold.push(figures.cold);
+                        row.two.extend(figures.two);
+                        row.all.push(figures.all);
+                        row.ops.push(total);
+                        row.late.push(total - figures.ops_at_whole);
+                        if run == 0 {
+                            row.kinds = figures.kinds;
+                        }
+                    }
+                    Err(err) if !required => {
+                        println!("[bench]   {size} nodes did not make it: {err:#}");
+                        row.failure = Some(
+                            format!("{err:#}")
+                                .lines()
+                                .next()
+                                .unwrap_or("failed")
+                                .to_string(),
+                        );
+                        break;
+                    }
+                    Err(err) => return Err(err),
+                }
             }
-            cluster.wait_converged(WAIT_LIMIT).await?;
-            cold.push(started.elapsed());
-            println!("[bench]   cold start: {:.2} s", secs(started.elapsed()));
-            if size == largest && run == 0 {
-                steady = Some(measure_steady_state(&mut cluster, args.steady_secs).await?);
-            }
-            if size >= 2 {
-                let took = restart(&mut cluster, &[0, 1]).await?;
-                println!("[bench]   restart of 2: {:.2} s", secs(took));
-                two.push(took);
-            }
-            let everyone: Vec<usize> = (0..size).collect();
-            let took = restart(&mut cluster, &everyone).await?;
-            println!("[bench]   restart of all: {:.2} s", secs(took));
-            all.push(took);
-            if size == largest && run == 0 {
-                let mut section =
-                    load_history(&cluster, args.messages_per_node, args.empty_blocks).await?;
-                section.push_str(&measure_catch_up(&mut cluster, &indexer).await?);
-                catch_up = Some(section);
-            }
+            rows.push(row);
         }
-        start_rows.push((size, cold, two, all));
     }
 
-    report.push_str("## Start and restart to a whole cluster\n\n");
-    report.push_str(
-        "Seconds from starting the agents until every node is healthy **and** sees every other \
-         node live (`GetMeshStatus` and `/healthz`, all nodes asked at once, rounds 100 ms apart). Each run is a fresh devnet; restarts \
-         are `kill -9` then start, of nodes 1 and 2 (\"2 nodes\", which includes member 1 in most \
-         runs) and then of every node at once. min / median / max over the runs.\n\n",
-    );
-    report.push_str("| nodes | runs | cold start | restart of 2 nodes | restart of all nodes |\n");
-    report.push_str("| ---: | ---: | --- | --- | --- |\n");
-    for (size, cold, two, all) in &start_rows {
-        writeln!(
-            report,
-            "| {size} | {} | {} | {} | {} |",
-            cold.len(),
-            spread(cold),
-            spread(two),
-            spread(all)
-        )?;
+    let mut joins = Vec::new();
+    if args.join_size > 0 {
+        for run in 0..args.runs {
+            println!(
+                "[bench] one node joining {} running nodes ({}), run {}/{}",
+                args.join_size,
+                Cadence::BASE.label(),
+                run + 1,
+                args.runs
+            );
+            let dir = bench
+                .state_dir
+                .join(format!("join-n{}-r{run}", args.join_size));
+            joins.push(bench.join_run(&dir, args.join_size).await?);
+        }
     }
-    report.push('\n');
 
+    println!("[bench] TCP throughput (iperf3)");
+    let throughput = bench.measure_throughput(steady_cadence).await?;
+    let gas = gas_table(&args.snapshots)?;
+
+    let svg_path = args.out.with_file_name("time-to-whole.svg");
+    let mut report = header(&bench, &machine, steady_cadence)?;
+    report.push_str(&start_section(args, &rows)?);
+    report.push_str(&join_section(args.join_size, &joins)?);
     if let Some(steady) = steady {
         report.push_str(&steady);
     }
-    println!("[bench] TCP throughput (iperf3)");
-    report.push_str(&measure_throughput(&state_dir, &agent, args.iperf_secs).await?);
-    report.push_str(&gas_table(&args.snapshots)?);
-    if let Some(catch_up) = catch_up {
-        report.push_str(&catch_up);
+    report.push_str(&throughput);
+    report.push_str(&gas);
+    if let Some(history) = history {
+        report.push_str(&history);
     }
 
+    let series: Vec<Series> = args
+        .cadences
+        .iter()
+        .map(|&cadence| Series {
+            label: cadence.label(),
+            points: rows
+                .iter()
+                .filter(|row| row.cadence == cadence && !row.cold.is_empty())
+                .map(|row| (row.size as f64, median(&row.cold)))
+                .collect(),
+        })
+        .collect();
+    let svg = time_to_whole_svg(&series, Some(COLD_START_TARGET_SECS));
     if let Some(parent) = args.out.parent() {
         std::fs::create_dir_all(parent)?;
     }
+    std::fs::write(&svg_path, svg)
+        .wrap_err_with(|| format!("cannot write {}", svg_path.display()))?;
     std::fs::write(&args.out, &report)
         .wrap_err_with(|| format!("cannot write {}", args.out.display()))?;
-    println!("[bench] written to {}", args.out.display());
+    println!(
+        "[bench] written to {} and {}",
+        args.out.display(),
+        svg_path.display()
+    );
     Ok(())
 }
 
-async fn prepare(dir: &Path, size: usize, agent: &Path) -> eyre::Result<Cluster> {
-    let mut cluster =
-        Cluster::prepare_with(StackConfig::new(dir.join("devnet")), dir, size, agent).await?;
-    // The agents' own defaults (heartbeat 2 s, chain polling 2 s): what a user runs.
-    cluster.poll_interval_secs = None;
-    cluster.agent_log_filter = "info".into();
-    Ok(cluster)
+/// The steady-state section and the messages + indexer sections, when a run measures them,
+/// and the indexer binary they need.
+type Extras<'r> = (&'r mut Option<String>, &'r mut Option<String>, &'r PathBuf);
+
+impl Bench<'_> {
+    /// A devnet at `cadence` with the chosen bundler and `size` nodes, their agents not
+    /// started, their chain RPC through a fresh counting proxy.
+    async fn prepare(
+        &mut self,
+        dir: &Path,
+        size: usize,
+        cadence: Cadence,
+    ) -> eyre::Result<Metered> {
+        std::fs::create_dir_all(dir)?;
+        let mut config = cadence.apply(StackConfig::new(dir.join("devnet")));
+        if self.args.bundler == BundlerChoice::Alto {
+            config.alto_port = Some(free_port()?);
+        }
+        let prepared = Cluster::prepare_with(config, dir, size, &self.agent).await;
+        let mut cluster = match self.args.bundler {
+            BundlerChoice::Alto => prepared.wrap_err(
+                "cannot run the benchmark with the real @pimlico/alto bundler (--bundler alto); \
+                 `--bundler project` measures with the project's bundler instead",
+            )?,
+            BundlerChoice::Project => prepared?,
+        };
+        let bundler = match (&cluster.stack.alto, self.args.bundler) {
+            (Some(_), BundlerChoice::Alto) => format!(
+                "the real `@pimlico/alto` {} (node_modules), which every agent's UserOperations \
+                 went through",
+                alto_version()?
+            ),
+            (None, BundlerChoice::Project) => {
+                "the project's bundler (devnet/src/bundler.rs)".to_string()
+            }
+            (alto, choice) => eyre::bail!(
+                "asked for --bundler {choice:?} but the stack runs {} (bundler URL {})",
+                if alto.is_some() {
+                    "alto"
+                } else {
+                    "the project's bundler"
+                },
+                cluster.stack.bundler_url()
+            ),
+        };
+        if self.bundler.is_none() {
+            self.bundler = Some(bundler);
+        }
+        let ran_at = cluster.stack.config.cadence();
+        if !self.ran_at.contains(&ran_at) {
+            self.ran_at.push(ran_at);
+        }
+        // The agents' own defaults (heartbeat 2 s, chain polling 2 s): what a user runs.
+        cluster.poll_interval_secs = None;
+        cluster.agent_log_filter = "info".into();
+        let rpc = FaultProxy::start_on(
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            cluster.stack.chain.rpc_url().clone(),
+        )
+        .await
+        .wrap_err("cannot start the proxy that counts the agents' chain requests")?;
+        cluster.chain_rpc_port = Some(
+            rpc.url()
+                .port()
+                .ok_or_else(|| eyre::eyre!("the RPC proxy's URL {} has no port", rpc.url()))?,
+        );
+        Ok(Metered { cluster, rpc })
+    }
+
+    /// A cold start of `size` nodes to whole, its sponsored operations, then (when `extras`
+    /// asks) the steady state and the history for the indexer, then restarts.
+    async fn start_run(
+        &mut self,
+        dir: &Path,
+        cadence: Cadence,
+        size: usize,
+        with_two: bool,
+        extras: Option<Extras<'_>>,
+    ) -> eyre::Result<StartRun> {
+        let mut metered = self.prepare(dir, size, cadence).await?;
+        let cluster = &mut metered.cluster;
+        let started = Instant::now();
+        for i in 0..size {
+            cluster.start_agent(i)?;
+        }
+        cluster.wait_converged(WAIT_LIMIT).await?;
+        let cold = started.elapsed();
+        let ops_at_whole = total(&sponsored_operations(cluster).await?);
+        tokio::time::sleep(cadence.settle()).await;
+        let kinds = by_kind(&sponsored_operations(cluster).await?);
+        println!(
+            "[bench]   cold start: {:.2} s, {} sponsored operations ({ops_at_whole} when whole)",
+            secs(cold),
+            kinds.values().sum::<f64>()
+        );
+        let mut extras = extras;
+        if let Some((steady, _, _)) = extras.as_mut() {
+            **steady = Some(measure_steady_state(&metered, self.args.steady_secs, cadence).await?);
+        }
+        let cluster = &mut metered.cluster;
+        let two = if with_two {
+            let took = restart(cluster, &[0, 1]).await?;
+            println!("[bench]   restart of 2: {:.2} s", secs(took));
+            Some(took)
+        } else {
+            None
+        };
+        let everyone: Vec<usize> = (0..size).collect();
+        let all = restart(cluster, &everyone).await?;
+        println!("[bench]   restart of all: {:.2} s", secs(all));
+        if let Some((_, history, indexer)) = extras {
+            let mut section = load_history(
+                cluster,
+                self.args.messages_per_node,
+                self.args.empty_blocks,
+                cadence,
+            )
+            .await?;
+            section.push_str(&measure_catch_up(cluster, indexer, cadence).await?);
+            *history = Some(section);
+        }
+        Ok(StartRun {
+            cold,
+            ops_at_whole,
+            kinds,
+            two,
+            all,
+        })
+    }
+
+    /// A whole cluster of `size` nodes at Base's cadence, then one more node: the time from
+    /// starting its agent until all `size + 1` are whole, and every node's sponsored
+    /// operations from before the join until settled after it.
+    async fn join_run(&mut self, dir: &Path, size: usize) -> eyre::Result<JoinRun> {
+        let cadence = Cadence::BASE;
+        let mut metered = self.prepare(dir, size, cadence).await?;
+        let cluster = &mut metered.cluster;
+        let started = Instant::now();
+        for i in 0..size {
+            cluster.start_agent(i)?;
+        }
+        cluster.wait_converged(WAIT_LIMIT).await?;
+        println!(
+            "[bench]   {size} nodes whole after {:.2} s",
+            secs(started.elapsed())
+        );
+        // The cold start's last operations must not count for the join.
+        tokio::time::sleep(cadence.settle()).await;
+        let pids: Vec<Option<u32>> = cluster.nodes.iter().map(|n| n.pid()).collect();
+        let before = by_kind(&sponsored_operations(cluster).await?);
+        let new = cluster.add_nodes(1).await?.start;
+        let started = Instant::now();
+        cluster.start_agent(new)?;
+        cluster.wait_converged(WAIT_LIMIT).await?;
+        let took = started.elapsed();
+        let ops_at_whole =
+            total(&sponsored_operations(cluster).await?) - before.values().sum::<f64>();
+        tokio::time::sleep(cadence.settle()).await;
+        let after = sponsored_operations(cluster).await?;
+        if let Some(node) = cluster
+            .nodes
+            .iter()
+            .zip(&pids)
+            .find(|(node, pid)| node.pid() != **pid)
+        {
+            eyre::bail!(
+                "{} restarted during the join: its operations count is void",
+                node.0.name
+            );
+        }
+        let newcomer = after.get(new).map_or(0.0, |ops| ops.values().sum::<f64>());
+        let mut kinds = by_kind(&after);
+        for (kind, count) in &before {
+            *kinds.entry(kind.clone()).or_default() -= count;
+        }
+        kinds.retain(|_, count| *count != 0.0);
+        let ops = kinds.values().sum::<f64>();
+        println!(
+            "[bench]   join: {:.2} s, {ops} sponsored operations ({newcomer} by the newcomer)",
+            secs(took)
+        );
+        Ok(JoinRun {
+            took,
+            ops,
+            ops_at_whole,
+            newcomer,
+            kinds,
+        })
+    }
+
+    /// One iperf3 stream for `secs` seconds over node-1 → node-2's mesh IP (attestmesh0:
+    /// boringtun, TLS, the gateway emulator's relay), then over node-1's bare veth to the root
+    /// namespace. Same run, same machine.
+    async fn measure_throughput(&mut self, cadence: Cadence) -> eyre::Result<String> {
+        let secs = self.args.iperf_secs;
+        let dir = self.state_dir.join("iperf");
+        let mut metered = self.prepare(&dir, 2, cadence).await?;
+        let cluster = &mut metered.cluster;
+        for i in 0..2 {
+            cluster.start_agent(i)?;
+        }
+        cluster.wait_converged(WAIT_LIMIT).await?;
+        let mesh_ip = cluster.nodes[1].get_self().await?.mesh_ip;
+        let server = iperf_server(cluster.nodes[1].netns.exec("iperf3"), &mesh_ip)
+            .wrap_err("cannot start iperf3 -s in node-2's namespace")?;
+        let mesh = iperf_client(&cluster.nodes[0].netns, &mesh_ip, secs).await;
+        drop(server);
+        let mesh = mesh?;
+        println!("[bench]   attestmesh0: {:.0} Mbit/s", mesh / 1e6);
+
+        let host_ip = cluster.nodes[0].host_ip.to_string();
+        let server = iperf_server(std::process::Command::new("iperf3"), &host_ip)
+            .wrap_err("cannot start iperf3 -s in the root namespace")?;
+        let bare = iperf_client(&cluster.nodes[0].netns, &host_ip, secs).await;
+        drop(server);
+        let bare = bare?;
+        println!("[bench]   bare veth: {:.0} Mbit/s", bare / 1e6);
+
+        let mut out = String::from("## TCP throughput\n\n");
+        writeln!(
+            out,
+            "One iperf3 stream, {secs} s each, measured one after the other in the same run: \
+             `iperf3 -c <address> -t {secs}` from node-1's namespace.\n"
+        )?;
+        out.push_str("| path | Mbit/s (received) |\n| --- | ---: |\n");
+        writeln!(
+            out,
+            "| attestmesh0, node-1 → node-2's mesh IP (boringtun, TLS to the gateway emulator, its relay, TLS, boringtun) | {:.0} |",
+            mesh / 1e6
+        )?;
+        writeln!(
+            out,
+            "| bare veth, node-1's namespace → the root namespace | {:.0} |",
+            bare / 1e6
+        )?;
+        writeln!(
+            out,
+            "\nattestmesh0 carries {:.1} % of the bare veth's throughput.\n",
+            mesh / bare * 100.0
+        )?;
+        Ok(out)
+    }
+}
+
+/// A free TCP port (bound on loopback, then released) for alto.
+fn free_port() -> eyre::Result<u16> {
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .wrap_err("cannot find a free loopback port for alto")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// alto's version, from its package.json in node_modules.
+fn alto_version() -> eyre::Result<String> {
+    let path = crate::local_chain::project_root().join("node_modules/@pimlico/alto/package.json");
+    let text = std::fs::read_to_string(&path)
+        .wrap_err_with(|| format!("cannot read {}", path.display()))?;
+    let package: serde_json::Value =
+        serde_json::from_str(&text).wrap_err_with(|| format!("{} is not JSON", path.display()))?;
+    package["version"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| eyre::eyre!("{} has no version", path.display()))
 }
 
 /// `kill -9` of `nodes`, then starts them all at once; the time until the cluster is whole.
@@ -196,23 +675,156 @@ async fn restart(cluster: &mut Cluster, nodes: &[usize]) -> eyre::Result<Duratio
     Ok(started.elapsed())
 }
 
+/// Every series of one counter family, by label set (`kind="envelopes"`; empty without
+/// labels).
+type Counts = BTreeMap<String, f64>;
+
+/// Every series of the counter `family` in a Prometheus / OpenMetrics text, by label set.
+/// `None` when the text neither declares the family (`# TYPE`) nor has a series of it: an agent
+/// that does not export it, which must not read as zero.
+fn family_series(text: &str, family: &str) -> eyre::Result<Option<Counts>> {
+    let base = family.strip_suffix("_total").unwrap_or(family);
+    let mut declared = false;
+    let mut series = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(comment) = line.strip_prefix('#') {
+            let mut words = comment.split_whitespace();
+            if words.next() == Some("TYPE")
+                && words
+                    .next()
+                    .is_some_and(|name| name == base || name == family)
+            {
+                declared = true;
+            }
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(family) else {
+            continue;
+        };
+        let (labels, rest) = if let Some(inner) = rest.strip_prefix('{') {
+            // The closing brace outside quoted label values.
+            let (mut quoted, mut escaped, mut end) = (false, false, None);
+            for (i, c) in inner.char_indices() {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' if quoted => escaped = true,
+                    '"' => quoted = !quoted,
+                    '}' if !quoted => {
+                        end = Some(i);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let end = end.ok_or_else(|| eyre::eyre!("unterminated labels in {line:?}"))?;
+            (&inner[..end], &inner[end + 1..])
+        } else if rest.starts_with([' ', '\t']) {
+            ("", rest)
+        } else {
+            // Another metric whose name starts with this one's.
+            continue;
+        };
+        let value: f64 = rest
+            .split_whitespace()
+            .next()
+            .ok_or_else(|| eyre::eyre!("no value in {line:?}"))?
+            .parse()
+            .wrap_err_with(|| format!("unreadable value in {line:?}"))?;
+        *series.entry(labels.to_string()).or_default() += value;
+    }
+    Ok((declared || !series.is_empty()).then_some(series))
+}
+
+/// Each node's sponsored operations by label set, in node order, all nodes asked at once.
+async fn sponsored_operations(cluster: &Cluster) -> eyre::Result<Vec<Counts>> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .wrap_err("cannot build an HTTP client")?;
+    let mut asks = tokio::task::JoinSet::new();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let (http, url, name) = (http.clone(), node.metrics_url(), node.name.clone());
+        asks.spawn(async move {
+            let text = http
+                .get(&url)
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .wrap_err_with(|| format!("{name}: {url} does not answer"))?
+                .text()
+                .await
+                .wrap_err_with(|| format!("{name}: {url} body"))?;
+            let series = family_series(&text, SPONSORED_OPERATIONS)
+                .wrap_err_with(|| format!("{name}: {url}"))?
+                .ok_or_else(|| {
+                    eyre::eyre!(
+                        "{name}: {url} has no {SPONSORED_OPERATIONS}: an agent that does not \
+                         count its sponsored operations"
+                    )
+                })?;
+            eyre::Ok((i, series))
+        });
+    }
+    let mut per_node = vec![BTreeMap::new(); cluster.nodes.len()];
+    while let Some(answer) = asks.join_next().await {
+        let (i, series) = answer.wrap_err("a /metrics task failed")??;
+        per_node[i] = series;
+    }
+    Ok(per_node)
+}
+
+/// Every node's operations added up.
+fn total(per_node: &[Counts]) -> f64 {
+    per_node.iter().flat_map(BTreeMap::values).sum()
+}
+
+/// The cluster's operations by kind (`kind="x"` as `x`).
+fn by_kind(per_node: &[Counts]) -> BTreeMap<String, f64> {
+    let mut kinds = BTreeMap::new();
+    for (labels, count) in per_node.iter().flatten() {
+        let kind = labels
+            .strip_prefix("kind=\"")
+            .and_then(|k| k.strip_suffix('"'))
+            .unwrap_or(labels);
+        *kinds.entry(kind.to_string()).or_default() += count;
+    }
+    kinds
+}
+
 /// What each agent costs at rest: CPU time from /proc, bytes on its attestmesh0 (heartbeats and
 /// WireGuard keepalives: no app traffic runs) and on its veth (everything the node sends and
-/// receives: WireGuard inside TLS to the gateway, chain polling).
-async fn measure_steady_state(cluster: &mut Cluster, window_secs: u64) -> eyre::Result<String> {
+/// receives: WireGuard inside TLS to the gateway, chain polling), the sponsored operations it
+/// sends (none, once the cluster is whole) and the chain RPC requests the agents make (counted
+/// by the proxy in front of anvil).
+async fn measure_steady_state(
+    metered: &Metered,
+    window_secs: u64,
+    cadence: Cadence,
+) -> eyre::Result<String> {
+    let cluster = &metered.cluster;
     // Let the start-up traffic (endpoint envelopes, CSK pulls) finish first.
     tokio::time::sleep(Duration::from_secs(10)).await;
     println!("[bench]   steady state over {window_secs} s");
+    let ops_before = sponsored_operations(cluster).await?;
+    let requests_before = metered.rpc.requests_forwarded();
     let before = sample(cluster)?;
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(window_secs)).await;
     let after = sample(cluster)?;
     let elapsed = started.elapsed().as_secs_f64();
+    let requests = metered.rpc.requests_forwarded() - requests_before;
+    let ops_after = sponsored_operations(cluster).await?;
     let ticks_per_second = clock_ticks_per_second()?;
     let mut cpu = Vec::new();
     let mut mesh = Vec::new();
     let mut wire = Vec::new();
-    for ((b, a), node) in before.iter().zip(&after).zip(&cluster.nodes) {
+    let mut ops = Vec::new();
+    for (((b, a), node), (ops_b, ops_a)) in before
+        .iter()
+        .zip(&after)
+        .zip(&cluster.nodes)
+        .zip(ops_before.iter().zip(&ops_after))
+    {
         // A restarted agent or a recreated interface would make the differences meaningless.
         let grew = |later: u64, earlier: u64, what: &str| {
             later.checked_sub(earlier).ok_or_else(|| {
@@ -233,32 +845,53 @@ async fn measure_steady_state(cluster: &mut Cluster, window_secs: u64) -> eyre::
         );
         mesh.push(grew(a.mesh_bytes, b.mesh_bytes, "attestmesh0")? as f64 / elapsed);
         wire.push(grew(a.veth_bytes, b.veth_bytes, "veth")? as f64 / elapsed);
+        let sent = ops_a.values().sum::<f64>() - ops_b.values().sum::<f64>();
+        if sent < 0.0 {
+            eyre::bail!(
+                "{}: the sponsored-operations counter went backwards during the window",
+                node.name
+            );
+        }
+        ops.push(sent / elapsed * 3600.0);
     }
     let n = cluster.nodes.len();
+    let ops_total: f64 = total(&ops_after) - total(&ops_before);
     let mut out = format!(
-        "## Heartbeats at {n} nodes\n\nPer node, over {elapsed:.0} s of steady state (every node \
-         healthy, no app traffic), agents at their defaults (heartbeat every 2 s to each of the \
-         {} peers, chain polling every 2 s). Bytes are received + sent.\n\n",
+        "## Steady state at {n} nodes\n\nPer node, over {elapsed:.0} s of steady state (every \
+         node healthy, no app traffic; the window starts at least 10 s after the cluster is whole \
+         and its late operations have landed), chain at {}, agents at their defaults (heartbeat every \
+         2 s to each of the {} peers, chain polling every 2 s). Bytes are received + sent.\n\n",
+        cadence.label(),
         n.saturating_sub(1)
     );
     out.push_str("| per node | mean | min | max |\n| --- | ---: | ---: | ---: |\n");
-    for (label, values, unit) in [
-        ("CPU (% of one core)", &cpu, ""),
-        (
-            "attestmesh0 traffic (B/s): heartbeats + keepalives",
-            &mesh,
-            "",
-        ),
+    for (label, values) in [
+        ("CPU (% of one core)", &cpu),
+        ("attestmesh0 traffic (B/s): heartbeats + keepalives", &mesh),
         (
             "veth traffic (B/s): WireGuard over TLS + chain polling + all else",
             &wire,
-            "",
         ),
+        ("sponsored operations per node-hour (target: 0)", &ops),
     ] {
         let (mean, min, max) = stats(values);
-        writeln!(out, "| {label} | {mean:.1}{unit} | {min:.1} | {max:.1} |")?;
+        writeln!(out, "| {label} | {mean:.1} | {min:.1} | {max:.1} |")?;
     }
-    out.push('\n');
+    let minutes = elapsed / 60.0;
+    writeln!(
+        out,
+        "\n{ops_total:.0} sponsored operation(s) by the {n} nodes in the window: {:.1} per \
+         node-hour (target: 0 per hour).\n",
+        ops_total / n as f64 / (elapsed / 3600.0)
+    )?;
+    writeln!(
+        out,
+        "Chain RPC: **{:.1} requests per node per minute** ({requests} HTTP requests from the \
+         {n} agents to anvil in {minutes:.2} min, counted by a proxy between them; a JSON-RPC \
+         batch is one request). The bundler, gas manager and webhook reach anvil directly and \
+         are not counted.\n",
+        requests as f64 / n as f64 / minutes
+    )?;
     Ok(out)
 }
 
@@ -337,58 +970,6 @@ fn clock_ticks_per_second() -> eyre::Result<f64> {
         .wrap_err("getconf CLK_TCK did not print a number")
 }
 
-/// One iperf3 stream for `secs` seconds over node-1 → node-2's mesh IP (attestmesh0:
-/// boringtun, TLS, the gateway emulator's relay), then over node-1's bare veth to the root
-/// namespace. Same run, same machine.
-async fn measure_throughput(state_dir: &Path, agent: &Path, secs: u64) -> eyre::Result<String> {
-    let dir = state_dir.join("iperf");
-    std::fs::create_dir_all(&dir)?;
-    let mut cluster = prepare(&dir, 2, agent).await?;
-    for i in 0..2 {
-        cluster.start_agent(i)?;
-    }
-    cluster.wait_converged(WAIT_LIMIT).await?;
-    let mesh_ip = cluster.nodes[1].get_self().await?.mesh_ip;
-    let server = iperf_server(cluster.nodes[1].netns.exec("iperf3"), &mesh_ip)
-        .wrap_err("cannot start iperf3 -s in node-2's namespace")?;
-    let mesh = iperf_client(&cluster.nodes[0].netns, &mesh_ip, secs).await;
-    drop(server);
-    let mesh = mesh?;
-    println!("[bench]   attestmesh0: {:.0} Mbit/s", mesh / 1e6);
-
-    let host_ip = cluster.nodes[0].host_ip.to_string();
-    let server = iperf_server(std::process::Command::new("iperf3"), &host_ip)
-        .wrap_err("cannot start iperf3 -s in the root namespace")?;
-    let bare = iperf_client(&cluster.nodes[0].netns, &host_ip, secs).await;
-    drop(server);
-    let bare = bare?;
-    println!("[bench]   bare veth: {:.0} Mbit/s", bare / 1e6);
-
-    let mut out = String::from("## TCP throughput\n\n");
-    writeln!(
-        out,
-        "One iperf3 stream, {secs} s each, measured one after the other in the same run: \
-         `iperf3 -c <address> -t {secs}` from node-1's namespace.\n"
-    )?;
-    out.push_str("| path | Mbit/s (received) |\n| --- | ---: |\n");
-    writeln!(
-        out,
-        "| attestmesh0, node-1 → node-2's mesh IP (boringtun, TLS to the gateway emulator, its relay, TLS, boringtun) | {:.0} |",
-        mesh / 1e6
-    )?;
-    writeln!(
-        out,
-        "| bare veth, node-1's namespace → the root namespace | {:.0} |",
-        bare / 1e6
-    )?;
-    writeln!(
-        out,
-        "\nattestmesh0 carries {:.1} % of the bare veth's throughput.\n",
-        mesh / bare * 100.0
-    )?;
-    Ok(out)
-}
-
 /// `iperf3 -s` for one test on `address`; killed when dropped (an interrupted run must not
 /// leave it waiting, or keep a namespace alive).
 fn iperf_server(
@@ -443,6 +1024,7 @@ async fn load_history(
     cluster: &Cluster,
     per_node: usize,
     empty_blocks: u64,
+    cadence: Cadence,
 ) -> eyre::Result<String> {
     println!("[bench]   {per_node} messages from each node, then {empty_blocks} empty blocks");
     let mut ids = Vec::new();
@@ -484,18 +1066,15 @@ async fn load_history(
         )
         .await
         .wrap_err("anvil_mine")?;
-    let mut out = String::from(
-        "## Sponsored messages
-
-",
-    );
+    let mut out = String::from("## Sponsored messages\n\n");
     writeln!(
         out,
         "{sent} sealed messages sent through the agents' gRPC API, {per_node} from each of {} \
-         nodes at once, each a sponsored UserOperation (gas manager, webhook, bundler, one \
-         block each on anvil), each call returning once its operation was included: \
-         {took:.1} s, {:.1} messages/s for the cluster.\n",
+         nodes at once (each node's one after the other), each a sponsored UserOperation (gas \
+         manager, webhook, bundler; anvil at {}), each call returning once its operation was \
+         included: {took:.1} s, {:.1} messages/s for the cluster.\n",
         cluster.nodes.len(),
+        cadence.label(),
         sent as f64 / took
     )?;
     Ok(out)
@@ -504,7 +1083,11 @@ async fn load_history(
 /// The cluster's indexer ([`Cluster::start_indexer`]), started late against the largest
 /// cluster's chain (registrations, CSK commitment, endpoint envelopes, restarts, messages), so
 /// it catches up from the factory's deploy block: its own catch-up report.
-async fn measure_catch_up(cluster: &mut Cluster, indexer: &Path) -> eyre::Result<String> {
+async fn measure_catch_up(
+    cluster: &mut Cluster,
+    indexer: &Path,
+    cadence: Cadence,
+) -> eyre::Result<String> {
     println!("[bench]   indexer catch-up");
     let running = cluster.start_indexer(indexer).await?;
     let log = running.log.clone();
@@ -546,12 +1129,14 @@ async fn measure_catch_up(cluster: &mut Cluster, indexer: &Path) -> eyre::Result
         .filter_map(serde_json::Value::as_u64)
         .sum();
     let mut out = String::from("## Indexer catch-up\n\n");
-    out.push_str(
-        "The indexer binary, started after the largest cluster's runs and the messages above \
-         against that chain (one block per transaction: registrations, the CSK commitment, \
-         endpoint envelopes, restarts, messages; then the empty blocks), from the factory's \
-         deploy block, which it finds itself. Figures from its own `/status`.\n\n",
-    );
+    writeln!(
+        out,
+        "The indexer binary, started after the steady-state cluster's restarts and the messages \
+         above against that chain ({}: registrations, the CSK commitment, endpoint envelopes, \
+         restarts, messages; then the empty blocks), from the factory's deploy block, which it \
+         finds itself. Figures from its own `/status`.\n",
+        cadence.label()
+    )?;
     out.push_str(
         "| blocks | events | RPC calls (start-block search included) | catch-up | blocks/s | events/s |\n\
          | ---: | ---: | ---: | ---: | ---: | ---: |\n",
@@ -607,9 +1192,17 @@ fn gas_table(snapshots: &Path) -> eyre::Result<String> {
     Ok(out)
 }
 
-fn header(args: &BenchArgs, agent: &Path) -> eyre::Result<String> {
-    // The machine is part of every figure: a fact that cannot be read fails the run rather
-    // than printing as "0 cores" or an empty kernel.
+/// The machine and the build, read before anything runs: a fact that cannot be read fails the
+/// run rather than printing as "0 cores" or an empty kernel.
+#[derive(Debug)]
+struct Machine {
+    /// "Machine: …. Agents: `…` (built with `--release`)".
+    description: String,
+    /// When the run started.
+    date: String,
+}
+
+fn machine(agent: &Path) -> eyre::Result<Machine> {
     let read =
         |path: &str| std::fs::read_to_string(path).wrap_err_with(|| format!("cannot read {path}"));
     // Only some architectures name the CPU model in /proc/cpuinfo.
@@ -631,36 +1224,266 @@ fn header(args: &BenchArgs, agent: &Path) -> eyre::Result<String> {
         .map(|kb| kb / 1024.0 / 1024.0)
         .ok_or_else(|| eyre::eyre!("/proc/meminfo has no MemTotal line in kB"))?;
     let kernel = read("/proc/sys/kernel/osrelease")?;
-    let command: Vec<String> = std::env::args().collect();
     let date = std::process::Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()
         .wrap_err("cannot run date")?;
-    let now = String::from_utf8_lossy(&date.stdout).trim().to_string();
-    let mut out = String::from("# AttestMesh benchmarks\n\n");
-    writeln!(
-        out,
-        "Written by `make bench`, which ran `{}` on {now}.\n",
-        command.join(" ")
-    )?;
     let build = if agent.components().any(|c| c.as_os_str() == "release") {
         "built with `--release`"
     } else {
         "a debug build: figures are not representative"
     };
+    Ok(Machine {
+        description: format!(
+            "Machine: {model}, {cores} cores, {memory_gib:.0} GiB, Linux {}. Agents: `{}` \
+             ({build})",
+            kernel.trim(),
+            agent.display()
+        ),
+        date: String::from_utf8_lossy(&date.stdout).trim().to_string(),
+    })
+}
+
+fn header(bench: &Bench<'_>, machine: &Machine, steady: Cadence) -> eyre::Result<String> {
+    let command: Vec<String> = std::env::args().collect();
+    let bundler = bench
+        .bundler
+        .as_deref()
+        .ok_or_else(|| eyre::eyre!("no devnet ran, so the bundler used is unknown"))?;
+    let mut out = String::from("# AttestMesh benchmarks\n\n");
     writeln!(
         out,
-        "Machine: {model}, {cores} cores, {memory_gib:.0} GiB, Linux {}. Agents: `{}` ({build}), each in its own network namespace with its own attestmesh0, on the \
-         devnet (anvil with the EntryPoint v0.7 at its canonical address, the project's bundler, \
-         gas manager and gateway emulators, dstack simulators). {} run(s) per cluster size.\n",
-        kernel.trim(),
-        agent.display(),
-        args.runs
+        "Written by `make bench`, which ran `{}` on {}.\n",
+        command.join(" "),
+        machine.date
+    )?;
+    writeln!(
+        out,
+        "{}, each in its own network namespace with its own attestmesh0, on the devnet: anvil \
+         with the EntryPoint v0.7 at its canonical address; bundler: {bundler}; the gas \
+         manager and gateway emulators; dstack simulators. The agents reach anvil through a \
+         counting pass-through proxy in the benchmark's process (`FaultProxy`).\n",
+        machine.description
+    )?;
+    let mut ran_where = Vec::new();
+    if bench.args.join_size > 0 {
+        ran_where.push(format!("the join: {}", Cadence::BASE.label()));
+    }
+    ran_where.push(format!(
+        "the steady state, the messages and the indexer: {}",
+        steady.label()
+    ));
+    writeln!(
+        out,
+        "**Block time:** {}. Each table names the cadence of its figures (Base's is 2 s \
+         blocks); {}. {} run(s) per size and cadence.\n",
+        capitalised(&bench.ran_at.join(" and ")),
+        ran_where.join("; "),
+        bench.args.runs
     )?;
     out.push_str(
-        "These are measurements of one machine, not guarantees; the tests assert no time.\n\n",
+        "These are measurements of one machine, not guarantees; the tests assert no time. \
+         Targets are printed beside the figures they concern: figures, not assertions.\n\n",
     );
     Ok(out)
+}
+
+fn start_section(args: &BenchArgs, rows: &[StartRow]) -> eyre::Result<String> {
+    let mut out = String::from("## Start and restart to a whole cluster\n\n");
+    writeln!(
+        out,
+        "Seconds from starting the agents until every node is healthy **and** sees every other \
+         node live (`GetMeshStatus` and `/healthz`, all nodes asked at once, rounds 100 ms \
+         apart). Each run is a fresh devnet whose member accounts were prepared (in O(1) \
+         blocks) before the clock starts; restarts are `kill -9` then start, of nodes 1 and 2 \
+         (\"2 nodes\", which includes member 1 in most runs) and then of every node at once. \
+         min / median / max over the runs. The restart of 2 nodes is measured up to {} nodes; \
+         larger clusters skip it to keep the run short.\n",
+        args.restart_two_up_to
+    )?;
+    out.push_str(
+        "Sponsored operations per cold start: every node's \
+         `attestmesh_agent_sponsored_operations_total` (all kinds) added up, read when the \
+         cluster is whole and again three blocks (at least 5 s) later, so operations already in \
+         flight count; the later figure is shown. Target ≤ 2N+1: a registration and an envelope \
+         batch per node, the CSK commitment riding in the originator's batch.\n\n",
+    );
+    out.push_str(
+        "| chain | nodes | runs | cold start | target | restart of 2 nodes | restart of all nodes \
+         | sponsored operations per cold start | target (2N+1) |\n\
+         | --- | ---: | ---: | --- | --- | --- | --- | ---: | --- |\n",
+    );
+    let order = |cadence: Cadence| args.cadences.iter().position(|c| *c == cadence);
+    let mut sorted: Vec<&StartRow> = rows.iter().collect();
+    sorted.sort_by_key(|row| (row.size, order(row.cadence)));
+    for row in &sorted {
+        let bound = 2 * row.size + 1;
+        if let Some(failure) = &row.failure
+            && row.cold.is_empty()
+        {
+            writeln!(
+                out,
+                "| {} | {} | 0 | not whole: {} | | | | | ≤ {bound} |",
+                row.cadence.label(),
+                row.size,
+                failure.replace('|', "\\|")
+            )?;
+            continue;
+        }
+        let target = if row.cadence == Cadence::BASE && COLD_START_TARGET_SIZES.contains(&row.size)
+        {
+            verdict(
+                median(&row.cold) <= COLD_START_TARGET_SECS,
+                &format!("≤ {COLD_START_TARGET_SECS:.0} s"),
+            )
+        } else {
+            "–".to_string()
+        };
+        let two = if row.two_skipped {
+            "skipped".to_string()
+        } else {
+            spread(&row.two)
+        };
+        let late = row.late.iter().copied().fold(0.0, f64::max);
+        let late = if late > 0.0 {
+            format!(" ({late:.0} after whole)")
+        } else {
+            String::new()
+        };
+        let worst = row.ops.iter().copied().fold(0.0, f64::max);
+        let failed = row.failure.as_ref().map_or(String::new(), |f| {
+            format!(
+                "; run {} failed: {}",
+                row.cold.len() + 1,
+                f.replace('|', "\\|")
+            )
+        });
+        writeln!(
+            out,
+            "| {} | {} | {} | {}{failed} | {target} | {two} | {} | {}{late} | {} |",
+            row.cadence.label(),
+            row.size,
+            row.cold.len(),
+            spread(&row.cold),
+            spread(&row.all),
+            count_spread(&row.ops),
+            verdict(worst <= bound as f64, &format!("≤ {bound}")),
+        )?;
+    }
+    out.push('\n');
+
+    let kinds: std::collections::BTreeSet<&String> =
+        sorted.iter().flat_map(|row| row.kinds.keys()).collect();
+    if !kinds.is_empty() {
+        out.push_str(
+            "Sponsored operations per cold start by kind (first run):\n\n| chain | nodes |",
+        );
+        for kind in &kinds {
+            write!(out, " {kind} |")?;
+        }
+        out.push_str("\n| --- | ---: |");
+        out.push_str(&" ---: |".repeat(kinds.len()));
+        out.push('\n');
+        for row in sorted.iter().filter(|row| !row.cold.is_empty()) {
+            write!(out, "| {} | {} |", row.cadence.label(), row.size)?;
+            for kind in &kinds {
+                write!(
+                    out,
+                    " {:.0} |",
+                    row.kinds.get(*kind).copied().unwrap_or(0.0)
+                )?;
+            }
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    writeln!(
+        out,
+        "![time to whole](time-to-whole.svg)\n\nThe median cold start against the number of \
+         nodes at each cadence (`time-to-whole.svg`, written with this file); the dashed line \
+         is the {COLD_START_TARGET_SECS:.0} s target.\n"
+    )?;
+    Ok(out)
+}
+
+fn join_section(size: usize, joins: &[JoinRun]) -> eyre::Result<String> {
+    if size == 0 || joins.is_empty() {
+        return Ok(String::new());
+    }
+    let after = size + 1;
+    let bound = 2 + (after - 1);
+    let mut out = String::from("## One node joining a running cluster\n\n");
+    writeln!(
+        out,
+        "A whole cluster of {size} nodes at {}, left three blocks to settle; then one more node \
+         is prepared (its member account allowlisted and deployed, not timed) and its agent \
+         started. Seconds from starting it until all {after} nodes are healthy and see each \
+         other live. Sponsored operations: every node's counter (old and new) from before the \
+         node was prepared until three blocks after the cluster was whole again. Target \
+         ≤ 2 + (N−1) with N = {after} nodes after the join: the newcomer's registration and \
+         envelope batch, and one envelope from each other node.\n",
+        Cadence::BASE.label()
+    )?;
+    out.push_str(
+        "| nodes | runs | join to whole | target | sponsored operations | by the newcomer | target \
+         (2 + (N−1)) |\n| --- | ---: | --- | --- | ---: | ---: | --- |\n",
+    );
+    let took: Vec<Duration> = joins.iter().map(|j| j.took).collect();
+    let ops: Vec<f64> = joins.iter().map(|j| j.ops).collect();
+    let newcomer: Vec<f64> = joins.iter().map(|j| j.newcomer).collect();
+    let late = joins
+        .iter()
+        .map(|j| j.ops - j.ops_at_whole)
+        .fold(0.0, f64::max);
+    let late = if late > 0.0 {
+        format!(" ({late:.0} after whole)")
+    } else {
+        String::new()
+    };
+    writeln!(
+        out,
+        "| {size} → {after} | {} | {} | {} | {}{late} | {} | {} |",
+        joins.len(),
+        spread(&took),
+        verdict(
+            median(&took) <= JOIN_TARGET_SECS,
+            &format!("≤ {JOIN_TARGET_SECS:.0} s")
+        ),
+        count_spread(&ops),
+        count_spread(&newcomer),
+        verdict(
+            ops.iter().copied().fold(0.0, f64::max) <= bound as f64,
+            &format!("≤ {bound}")
+        ),
+    )?;
+    let kinds: Vec<String> = joins[0]
+        .kinds
+        .iter()
+        .map(|(kind, count)| format!("{kind} {count:.0}"))
+        .collect();
+    writeln!(
+        out,
+        "\nBy kind (first run): {}.\n",
+        if kinds.is_empty() {
+            "none".to_string()
+        } else {
+            kinds.join(", ")
+        }
+    )?;
+    Ok(out)
+}
+
+/// `text` with its first letter in upper case.
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
+}
+
+/// "≤ 10 s: met" or "≤ 10 s: missed".
+fn verdict(met: bool, target: &str) -> String {
+    format!("{target}: {}", if met { "met" } else { "missed" })
 }
 
 fn which(program: &str) -> eyre::Result<()> {
@@ -678,23 +1501,52 @@ fn secs(duration: Duration) -> f64 {
     duration.as_secs_f64()
 }
 
+/// The median of `values` (0 for none).
+fn median_of(mut sorted: Vec<f64>) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    if sorted.len().is_multiple_of(2) {
+        (sorted[middle - 1] + sorted[middle]) / 2.0
+    } else {
+        sorted[middle]
+    }
+}
+
+/// The median duration in seconds.
+fn median(values: &[Duration]) -> f64 {
+    median_of(values.iter().map(Duration::as_secs_f64).collect())
+}
+
 fn spread(values: &[Duration]) -> String {
     if values.is_empty() {
         return "–".into();
     }
     let mut sorted: Vec<f64> = values.iter().map(|d| d.as_secs_f64()).collect();
     sorted.sort_by(f64::total_cmp);
-    let middle = sorted.len() / 2;
-    let median = if sorted.len().is_multiple_of(2) {
-        (sorted[middle - 1] + sorted[middle]) / 2.0
-    } else {
-        sorted[middle]
-    };
     format!(
-        "{:.2} / {median:.2} / {:.2} s",
+        "{:.2} / {:.2} / {:.2} s",
         sorted[0],
+        median_of(sorted.clone()),
         sorted[sorted.len() - 1]
     )
+}
+
+/// Counts over the runs: one figure when they agree, else min / median / max.
+fn count_spread(values: &[f64]) -> String {
+    let (Some(min), Some(max)) = (
+        values.iter().copied().reduce(f64::min),
+        values.iter().copied().reduce(f64::max),
+    ) else {
+        return "–".into();
+    };
+    if min == max {
+        format!("{min:.0}")
+    } else {
+        format!("{min:.0} / {:.0} / {max:.0}", median_of(values.to_vec()))
+    }
 }
 
 fn stats(values: &[f64]) -> (f64, f64, f64) {
@@ -705,4 +1557,306 @@ fn stats(values: &[f64]) -> (f64, f64, f64) {
     let min = values.iter().copied().fold(f64::INFINITY, f64::min);
     let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     (mean, min, max)
+}
+
+/// One line of the plot: its legend and its (nodes, seconds) points.
+#[derive(Debug, Clone)]
+struct Series {
+    label: String,
+    points: Vec<(f64, f64)>,
+}
+
+/// A round axis end and tick step for values up to `max`: steps of 1, 2 or 5 × 10ᵏ, about five
+/// of them.
+fn axis(max: f64) -> (f64, f64) {
+    let max = if max.is_finite() && max > 0.0 {
+        max
+    } else {
+        1.0
+    };
+    let rough = max / 5.0;
+    let magnitude = 10f64.powf(rough.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * magnitude)
+        .find(|step| *step >= rough)
+        .unwrap_or(10.0 * magnitude);
+    ((max / step).ceil() * step, step)
+}
+
+/// Text for SVG: `&`, `<`, `>` and quotes escaped.
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The plot of cold start to whole against cluster size: a hand-written SVG with axes, ticks,
+/// one polyline with a circle per point for each series, a legend and, when given, the target
+/// as a dashed line.
+fn time_to_whole_svg(series: &[Series], target_secs: Option<f64>) -> String {
+    const COLORS: [&str; 6] = [
+        "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+    ];
+    let (width, height) = (640.0, 400.0);
+    let (left, right, top, bottom) = (60.0, 20.0, 40.0, 50.0);
+    let (plot_w, plot_h) = (width - left - right, height - top - bottom);
+    let points = || series.iter().flat_map(|s| s.points.iter().copied());
+    let max_x = points().map(|(x, _)| x).fold(0.0, f64::max);
+    let max_y = points()
+        .map(|(_, y)| y)
+        .chain(target_secs)
+        .fold(0.0, f64::max);
+    // Nodes come whole: no tick between two sizes.
+    let (x_top, x_step) = match axis(max_x) {
+        (_, step) if step < 1.0 => (max_x.ceil().max(1.0), 1.0),
+        round => round,
+    };
+    let (y_top, y_step) = axis(max_y * 1.05);
+    let px = |x: f64| left + x / x_top * plot_w;
+    let py = |y: f64| top + plot_h - y / y_top * plot_h;
+    let label = |value: f64, step: f64| {
+        if step >= 1.0 {
+            format!("{value:.0}")
+        } else {
+            format!("{value:.1}")
+        }
+    };
+
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+         viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"{width}\" height=\"{height}\" fill=\"white\"/>\n\
+         <text x=\"{:.1}\" y=\"24\" text-anchor=\"middle\" font-size=\"16\">Cold start to a whole cluster</text>\n",
+        width / 2.0
+    );
+    // Grid and ticks.
+    let ticks = |top: f64, step: f64| {
+        (0..)
+            .map(move |i| f64::from(i) * step)
+            .take_while(move |v| *v <= top + step / 1e6)
+    };
+    for x in ticks(x_top, x_step) {
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{0:.1}\" y1=\"{1:.1}\" x2=\"{0:.1}\" y2=\"{2:.1}\" stroke=\"#e0e0e0\"/>\n\
+             <line x1=\"{0:.1}\" y1=\"{2:.1}\" x2=\"{0:.1}\" y2=\"{3:.1}\" stroke=\"black\"/>\n\
+             <text x=\"{0:.1}\" y=\"{4:.1}\" text-anchor=\"middle\">{5}</text>",
+            px(x),
+            top,
+            top + plot_h,
+            top + plot_h + 5.0,
+            top + plot_h + 18.0,
+            label(x, x_step)
+        );
+    }
+    for y in ticks(y_top, y_step) {
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{0:.1}\" y1=\"{1:.1}\" x2=\"{2:.1}\" y2=\"{1:.1}\" stroke=\"#e0e0e0\"/>\n\
+             <line x1=\"{3:.1}\" y1=\"{1:.1}\" x2=\"{0:.1}\" y2=\"{1:.1}\" stroke=\"black\"/>\n\
+             <text x=\"{4:.1}\" y=\"{5:.1}\" text-anchor=\"end\">{6}</text>",
+            left,
+            py(y),
+            left + plot_w,
+            left - 5.0,
+            left - 8.0,
+            py(y) + 4.0,
+            label(y, y_step)
+        );
+    }
+    // Axes and their labels.
+    let _ = writeln!(
+        svg,
+        "<line x1=\"{left}\" y1=\"{0:.1}\" x2=\"{1:.1}\" y2=\"{0:.1}\" stroke=\"black\"/>\n\
+         <line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{0:.1}\" stroke=\"black\"/>\n\
+         <text x=\"{2:.1}\" y=\"{3:.1}\" text-anchor=\"middle\">nodes</text>\n\
+         <text x=\"16\" y=\"{4:.1}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {4:.1})\">seconds</text>",
+        top + plot_h,
+        left + plot_w,
+        left + plot_w / 2.0,
+        height - 10.0,
+        top + plot_h / 2.0
+    );
+    if let Some(target) = target_secs {
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{left}\" y1=\"{0:.1}\" x2=\"{1:.1}\" y2=\"{0:.1}\" stroke=\"#555\" \
+             stroke-dasharray=\"6 4\"/>\n\
+             <text x=\"{2:.1}\" y=\"{3:.1}\" text-anchor=\"end\" fill=\"#555\">target {4}</text>",
+            py(target),
+            left + plot_w,
+            left + plot_w - 4.0,
+            py(target) - 4.0,
+            xml_escape(&format!("≤ {} s", label(target, 1.0)))
+        );
+    }
+    // The series, then the legend (lines only: every circle is a measured point).
+    for (i, series) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let mut sorted = series.points.clone();
+        sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let path: Vec<String> = sorted
+            .iter()
+            .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
+            .collect();
+        let _ = writeln!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
+            path.join(" ")
+        );
+        for (x, y) in &sorted {
+            let _ = writeln!(
+                svg,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{color}\"><title>{}: {x:.0} nodes, {y:.2} s</title></circle>",
+                px(*x),
+                py(*y),
+                xml_escape(&series.label)
+            );
+        }
+        let legend_y = top + 14.0 + 18.0 * i as f64;
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{0:.1}\" y1=\"{1:.1}\" x2=\"{2:.1}\" y2=\"{1:.1}\" stroke=\"{color}\" stroke-width=\"3\"/>\n\
+             <text x=\"{3:.1}\" y=\"{4:.1}\">{5}</text>",
+            left + 12.0,
+            legend_y,
+            left + 36.0,
+            left + 42.0,
+            legend_y + 4.0,
+            xml_escape(&series.label)
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plot_is_well_formed_svg_with_a_circle_per_point() {
+        let series = vec![
+            Series {
+                label: "2 s blocks".into(),
+                points: vec![(3.0, 6.2), (8.0, 7.9), (16.0, 9.4), (32.0, 14.1)],
+            },
+            Series {
+                label: "instant <& mining>".into(),
+                points: vec![(16.0, 5.1), (3.0, 3.0), (8.0, 4.2)],
+            },
+        ];
+        let svg = time_to_whole_svg(&series, Some(10.0));
+        assert!(svg.starts_with("<svg"), "{svg}");
+        assert!(svg.trim_end().ends_with("</svg>"), "{svg}");
+        assert_eq!(svg.matches("<circle").count(), 7);
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert_eq!(svg.matches("<text").count(), svg.matches("</text>").count());
+        assert_eq!(
+            svg.matches("<circle").count(),
+            svg.matches("</circle>").count()
+        );
+        assert!(svg.contains("Cold start to a whole cluster"));
+        assert!(svg.contains("instant &lt;&amp; mining&gt;"));
+        assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+        // Nothing measured still draws the axes, and no point.
+        let empty = time_to_whole_svg(&[], None);
+        assert!(empty.starts_with("<svg") && empty.trim_end().ends_with("</svg>"));
+        assert_eq!(empty.matches("<circle").count(), 0);
+        // Two nodes at most: ticks at whole nodes only.
+        let small = time_to_whole_svg(
+            &[Series {
+                label: "instant mining".into(),
+                points: vec![(2.0, 6.5)],
+            }],
+            None,
+        );
+        assert_eq!(small.matches("<circle").count(), 1);
+        assert!(!small.contains(">0.5</text>"), "{small}");
+    }
+
+    #[test]
+    fn axes_end_on_round_ticks() {
+        assert_eq!(axis(32.0), (40.0, 10.0));
+        assert_eq!(axis(64.0), (80.0, 20.0));
+        assert_eq!(axis(0.0), (1.0, 0.2));
+        let (top, step) = axis(14.1);
+        assert!(top >= 14.1 && step > 0.0);
+    }
+
+    #[test]
+    fn cadences_parse() {
+        assert_eq!(parse_cadence("2s"), Ok(Cadence(Some(2))));
+        assert_eq!(parse_cadence("12s"), Ok(Cadence(Some(12))));
+        assert_eq!(parse_cadence("instant"), Ok(Cadence(None)));
+        assert!(parse_cadence("0s").is_err());
+        assert!(parse_cadence("2").is_err());
+        assert!(parse_cadence("fast").is_err());
+        assert_eq!(Cadence::BASE.label(), "2 s blocks");
+    }
+
+    #[test]
+    fn a_counter_family_adds_up_over_its_series() {
+        let text = "# HELP attestmesh_agent_sponsored_operations Sponsored operations.\n\
+                    # TYPE attestmesh_agent_sponsored_operations counter\n\
+                    attestmesh_agent_sponsored_operations_total{kind=\"registration\"} 1\n\
+                    attestmesh_agent_sponsored_operations_total{kind=\"envel}pes\"} 2\n\
+                    attestmesh_agent_sponsored_operations_total_extra 7\n\
+                    attestmesh_agent_messages_sent_total 9\n\
+                    # EOF\n";
+        let series = family_series(text, SPONSORED_OPERATIONS).unwrap().unwrap();
+        assert_eq!(series.values().sum::<f64>(), 3.0);
+        assert_eq!(by_kind(&[series.clone(), series])["envel}pes"], 4.0);
+        // Declared with no series yet: zero. Not there at all: no figure.
+        let declared = "# TYPE attestmesh_agent_sponsored_operations counter\n# EOF\n";
+        assert_eq!(
+            family_series(declared, SPONSORED_OPERATIONS).unwrap(),
+            Some(BTreeMap::new())
+        );
+        assert_eq!(
+            family_series("attestmesh_agent_live_peers 2\n", SPONSORED_OPERATIONS).unwrap(),
+            None
+        );
+        assert!(
+            family_series(
+                "attestmesh_agent_sponsored_operations_total x\n",
+                SPONSORED_OPERATIONS
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn the_defaults_are_the_issue_s() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: BenchArgs,
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from(["bench"]).unwrap();
+        assert_eq!(cli.args.sizes, [3, 8, 16, 32]);
+        assert_eq!(cli.args.cadences, [Cadence::BASE, Cadence(None)]);
+        assert_eq!((cli.args.runs, cli.args.join_size), (1, 16));
+        assert_eq!(cli.args.bundler, BundlerChoice::Alto);
+        let cli = <Cli as clap::Parser>::try_parse_from([
+            "bench",
+            "--cadences",
+            "instant,5s",
+            "--bundler",
+            "project",
+        ])
+        .unwrap();
+        assert_eq!(cli.args.cadences, [Cadence(None), Cadence(Some(5))]);
+        assert_eq!(cli.args.bundler, BundlerChoice::Project);
+        assert!(<Cli as clap::Parser>::try_parse_from(["bench", "--cadences", "2"]).is_err());
+    }
+
+    #[test]
+    fn counts_show_one_figure_when_the_runs_agree() {
+        assert_eq!(count_spread(&[7.0, 7.0]), "7");
+        assert_eq!(count_spread(&[9.0, 7.0, 8.0]), "7 / 8 / 9");
+        assert_eq!(count_spread(&[]), "–");
+    }
 }

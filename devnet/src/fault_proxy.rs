@@ -2,7 +2,9 @@
 //! bundler, gas manager, webhook — request headers are forwarded) whose behaviour tests switch
 //! at run time — pass through, answer JSON-RPC errors, answer HTTP 503, fail only chosen
 //! methods — or that goes down for real (its port closed: connection refused) and comes back
-//! on the same port. Loopback by default; [`FaultProxy::start_on`] for namespaces.
+//! on the same port. Loopback by default; [`FaultProxy::start_on`] for namespaces. It counts
+//! what it forwards ([`FaultProxy::requests_forwarded`]), so in [`FaultMode::Pass`] it is also
+//! a meter of a client's RPC traffic (the benchmark's chain requests per node per minute).
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -49,6 +51,7 @@ struct ProxyState {
     mode: Arc<Mutex<FaultMode>>,
     http: reqwest::Client,
     faults: Arc<std::sync::atomic::AtomicU64>,
+    forwarded: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A running proxy; dropping it stops it.
@@ -59,6 +62,7 @@ pub struct FaultProxy {
     app: axum::Router,
     mode: Arc<Mutex<FaultMode>>,
     faults: Arc<std::sync::atomic::AtomicU64>,
+    forwarded: Arc<std::sync::atomic::AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
     serving: Option<tokio::task::JoinHandle<()>>,
     /// While down: the port, bound but not listening. Connections are refused, as with the
@@ -89,6 +93,7 @@ impl FaultProxy {
             })?;
         let mode = Arc::new(Mutex::new(FaultMode::Pass));
         let faults = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let forwarded = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let http = reqwest::Client::builder()
             .build()
             .map_err(|e| FaultProxyError::Client(e.to_string()))?;
@@ -97,6 +102,7 @@ impl FaultProxy {
             mode: mode.clone(),
             http,
             faults: faults.clone(),
+            forwarded: forwarded.clone(),
         };
         let app = axum::Router::new()
             .fallback(axum::routing::post(handle))
@@ -110,6 +116,7 @@ impl FaultProxy {
             app,
             mode,
             faults,
+            forwarded,
             stop: None,
             serving: None,
             reserved: None,
@@ -201,6 +208,13 @@ impl FaultProxy {
     pub fn faults_injected(&self) -> u64 {
         self.faults.load(std::sync::atomic::Ordering::Relaxed)
     }
+
+    /// How many requests were forwarded to the upstream so far: every request in
+    /// [`FaultMode::Pass`], those not failed in [`FaultMode::FailMethods`]. Counted as sent,
+    /// whatever the upstream then answers; a JSON-RPC batch is one request.
+    pub fn requests_forwarded(&self) -> u64 {
+        self.forwarded.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Drop for FaultProxy {
@@ -273,6 +287,9 @@ async fn handle(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
+    state
+        .forwarded
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let forwarded = state
         .http
         .post(state.upstream.clone())
@@ -296,5 +313,81 @@ async fn handle(
             format!("upstream unreachable: {e}"),
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An upstream that answers every POST with a JSON-RPC result.
+    async fn upstream() -> (Url, tokio::task::JoinHandle<()>) {
+        let app = axum::Router::new().fallback(axum::routing::post(|| async {
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                r#"{"jsonrpc":"2.0","id":1,"result":"0x1"}"#,
+            )
+        }));
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind the upstream");
+        let url = format!(
+            "http://{}",
+            listener.local_addr().expect("upstream address")
+        )
+        .parse()
+        .expect("upstream URL");
+        let serving = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("upstream serves");
+        });
+        (url, serving)
+    }
+
+    async fn call(http: &reqwest::Client, proxy: &FaultProxy, method: &str) -> String {
+        http.post(proxy.url().clone())
+            .body(format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":[]}}"#
+            ))
+            .send()
+            .await
+            .expect("the proxy answers")
+            .text()
+            .await
+            .expect("a body")
+    }
+
+    #[tokio::test]
+    async fn counts_forwarded_requests_apart_from_injected_faults() {
+        let (upstream, serving) = upstream().await;
+        let proxy = FaultProxy::start(upstream).await.expect("proxy starts");
+        let http = reqwest::Client::new();
+        for _ in 0..3 {
+            assert!(
+                call(&http, &proxy, "eth_blockNumber")
+                    .await
+                    .contains("result")
+            );
+        }
+        assert_eq!(
+            (proxy.requests_forwarded(), proxy.faults_injected()),
+            (3, 0)
+        );
+
+        proxy.set_mode(FaultMode::RpcError);
+        assert!(
+            call(&http, &proxy, "eth_blockNumber")
+                .await
+                .contains("error")
+        );
+        proxy.set_mode(FaultMode::FailMethods(BTreeSet::from([
+            "eth_getLogs".to_string()
+        ])));
+        assert!(call(&http, &proxy, "eth_getLogs").await.contains("error"));
+        assert!(call(&http, &proxy, "eth_chainId").await.contains("result"));
+        assert_eq!(
+            (proxy.requests_forwarded(), proxy.faults_injected()),
+            (4, 2)
+        );
+        serving.abort();
     }
 }
