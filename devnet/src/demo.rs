@@ -1,9 +1,12 @@
 //! `attestmesh-devnet demo` (`make demo`): the devnet and N real agents, each in its own network
 //! namespace with its own `attestmesh0`, shown as they come up and then shown working: live
 //! peers per node, a message round trip through the gRPC API, the same CSK everywhere (by
-//! fingerprint, never the key).
+//! fingerprint, never the key). While it stays up it supervises the agents like a cluster
+//! operator would: an agent that exits is reported gone, the others are shown marking it down,
+//! and a restart (typed, or written to the control file) is shown rejoining.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use alloy::primitives::keccak256;
@@ -42,7 +45,25 @@ pub struct DemoArgs {
     /// outlive the demo).
     #[arg(long = "state-dir", default_value = "target/demo")]
     pub state_dir: PathBuf,
+    /// The ERC-4337 bundler the nodes' UserOperations go through: the real `@pimlico/alto`
+    /// (from npm), or the project's own bundler (the one tests inject faults into).
+    #[arg(long = "bundler", env = "BUNDLER", value_enum, default_value_t = DemoBundler::Alto)]
+    pub bundler: DemoBundler,
 }
+
+/// The demo's bundler (`--bundler`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoBundler {
+    /// `@pimlico/alto`, the production bundler, run from `node_modules`.
+    Alto,
+    /// The project's bundler (`attestmesh-devnet bundler`).
+    Project,
+}
+
+/// Where a demo running in the background takes commands: a line `restart node-<n>` written to
+/// this file of the state directory restarts that node's agent (the file is read and removed
+/// within a second).
+pub const CONTROL_FILE: &str = "control";
 
 /// The processes of the running demo, one `<pid> <executable>` per line (removed on a clean
 /// exit).
@@ -116,10 +137,15 @@ pub async fn demo(args: DemoArgs, shutdown: impl Future<Output = ()>) -> eyre::R
     // `run`'s cluster was dropped with its future: agents killed, namespaces deleted by name,
     // devnet stopped.
     // The logs stay: they are the record of the run (the next run clears them).
-    for entry in std::fs::read_dir(&state_dir)?.flatten() {
-        let path = entry.path();
+    let entries: Vec<PathBuf> = std::fs::read_dir(&state_dir)?
+        .flatten()
+        .map(|entry| entry.path())
+        .collect();
+    for path in entries {
         if path.extension().is_none_or(|e| e != "log") {
             let removed = if path.is_dir() {
+                // The devnet's own logs (alto's) join the others before their folder goes.
+                keep_logs(&path, &state_dir);
                 std::fs::remove_dir_all(&path)
             } else {
                 std::fs::remove_file(&path)
@@ -136,25 +162,66 @@ pub async fn demo(args: DemoArgs, shutdown: impl Future<Output = ()>) -> eyre::R
     outcome
 }
 
+/// Moves the `*.log` files of `dir` into `into`, saying which could not be.
+fn keep_logs(dir: &Path, into: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for path in entries.flatten().map(|entry| entry.path()) {
+        if path.extension().is_some_and(|e| e == "log")
+            && let Some(name) = path.file_name()
+            && let Err(err) = std::fs::rename(&path, into.join(name))
+        {
+            println!("[demo] could not keep {}: {err}", path.display());
+        }
+    }
+}
+
 async fn run(
     args: &DemoArgs,
     agent_binary: &std::path::Path,
     state_dir: &std::path::Path,
 ) -> eyre::Result<()> {
     let began = Instant::now();
-    let config = StackConfig::new(state_dir.join("devnet"));
+    let mut config = StackConfig::new(state_dir.join("devnet"));
+    let bundler = match args.bundler {
+        DemoBundler::Alto => {
+            // alto listens on every address, so the nodes reach it from their namespaces.
+            let port = std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
+                .and_then(|listener| listener.local_addr())
+                .wrap_err("cannot find a free port for alto")?
+                .port();
+            config.alto_port = Some(port);
+            format!("the real @pimlico/alto{}", alto_version())
+        }
+        DemoBundler::Project => "the project's bundler".to_string(),
+    };
+    let other = match args.bundler {
+        DemoBundler::Alto => "--bundler project for the project's own",
+        DemoBundler::Project => "the default, --bundler alto, is the real @pimlico/alto",
+    };
     println!(
-        "[demo] starting the devnet: anvil (chain {}), EntryPoint v0.7, the contracts and a cluster, \
-         the paymaster webhook, gas manager, bundler and gateway emulators",
-        config.chain.chain_id
+        "[demo] starting the devnet: anvil (chain {}, {} like Base), EntryPoint v0.7, the \
+         contracts and a cluster, the paymaster webhook, gas manager and gateway emulators, and \
+         {bundler} as the bundler ({other})",
+        config.chain.chain_id,
+        config.cadence()
     );
     let mut cluster = Cluster::prepare_with(config, state_dir, 0, agent_binary).await?;
     record_pids(&cluster, state_dir)?;
+    // The project's bundler listens on every address (for the namespaces): show it on loopback.
+    let mut bundler_url = cluster.stack.bundler_url().clone();
+    if bundler_url.host_str() == Some("0.0.0.0") {
+        bundler_url
+            .set_host(Some("127.0.0.1"))
+            .wrap_err("cannot name the bundler on loopback")?;
+    }
     println!(
-        "[demo] devnet up in {:.1} s: chain {}, cluster {}",
+        "[demo] devnet up in {:.1} s: chain {}, cluster {}, nodes bundle through {bundler} at \
+         {bundler_url}",
         began.elapsed().as_secs_f64(),
         cluster.stack.chain.rpc_url(),
-        cluster.stack.cluster
+        cluster.stack.cluster,
     );
     if !args.no_indexer {
         let binary = args
@@ -173,8 +240,10 @@ async fn run(
             indexer.endpoint
         );
     }
-    for _ in 0..args.nodes {
-        let i = cluster.add_node().await?;
+    // Every node's allowlist entry and member account in one round of transactions: O(1)
+    // blocks whatever NODES is.
+    let prepared = Instant::now();
+    for i in cluster.add_nodes(args.nodes).await? {
         let node = &cluster.nodes[i];
         println!(
             "[demo] {}: namespace {} ({}), member account {} allowlisted, dstack simulator ready",
@@ -184,6 +253,11 @@ async fn run(
             cluster.stack.nodes[i].account
         );
     }
+    println!(
+        "[demo] {} node(s) allowlisted and their accounts deployed in {:.1} s",
+        args.nodes,
+        prepared.elapsed().as_secs_f64()
+    );
     println!(
         "[demo] starting {} cluster-mesh-agent process(es) ({})",
         args.nodes,
@@ -212,18 +286,59 @@ async fn run(
         return Ok(());
     }
     println!("[demo] staying up; phase and peer changes show below. Ctrl-C stops and cleans up.");
-    watch(&mut cluster).await
+    watch(&mut cluster, state_dir, started).await
 }
 
 fn record_pids(cluster: &Cluster, state_dir: &std::path::Path) -> eyre::Result<()> {
     // `<pid> <executable>`: what stop_leftovers checks before it kills.
-    let text: String = cluster
-        .processes()
+    let mut processes = cluster.processes();
+    processes.extend(alto_processes());
+    let text: String = processes
         .iter()
         .map(|(pid, exe)| format!("{pid} {}\n", exe.display()))
         .collect();
     let path = state_dir.join(PIDS_FILE);
     std::fs::write(&path, text).wrap_err_with(|| format!("cannot write {}", path.display()))
+}
+
+/// The alto bundler(s) this process started (children running `@pimlico/alto`), with their
+/// executable (`node`): recorded beside the cluster's processes, so a demo that was SIGKILLed
+/// does not leave alto running either.
+fn alto_processes() -> Vec<(u32, PathBuf)> {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // `<pid> (<comm>) <state> <ppid> ...`; comm may hold spaces, so split after `)`.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let (_, rest) = stat.rsplit_once(')')?;
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(me)
+        })
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("@pimlico/alto"))
+        })
+        .filter_map(|pid| Some((pid, std::fs::read_link(format!("/proc/{pid}/exe")).ok()?)))
+        .collect()
+}
+
+/// ` <version>` of the installed `@pimlico/alto`, or nothing when its package.json is unreadable
+/// (alto's own start then says what is missing).
+fn alto_version() -> String {
+    let path = crate::local_chain::project_root().join("node_modules/@pimlico/alto/package.json");
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|package| Some(format!(" {}", package["version"].as_str()?)))
+        .unwrap_or_default()
 }
 
 fn print_progress(view: &NodeView, started: Instant) {
@@ -421,19 +536,264 @@ async fn one_way(
     }
 }
 
-/// Until interrupted: report every node's phase and live-peer changes.
-async fn watch(cluster: &mut Cluster) -> eyre::Result<()> {
-    let started = Instant::now();
+/// Until interrupted: report every node's phase and live-peer changes, like a cluster rather
+/// than a script: an agent that exits is reported gone (the others' live-peer counts show them
+/// marking it down after missed heartbeats) and the demo goes on; `restart node-<n>` — typed
+/// here when stdin is a terminal, or written to the control file — starts it again, and the
+/// demo reports when it is healthy and every other node sees it live again.
+async fn watch(cluster: &mut Cluster, state_dir: &Path, started: Instant) -> eyre::Result<()> {
+    let control = state_dir.join(CONTROL_FILE);
+    // Member ids survive restarts (the same identity re-registers to the same id): they say
+    // which peer in another node's ListPeers is the restarted one.
+    let mut member_ids = Vec::with_capacity(cluster.nodes.len());
+    for node in &cluster.nodes {
+        member_ids.push(node.get_self().await?.member_id);
+    }
+    let mut typed = typed_lines();
+    for node in &cluster.nodes {
+        if let Some(pid) = node.pid() {
+            println!(
+                "[demo] {} runs as pid {pid} (`kill -9 {pid}` stops it)",
+                node.name
+            );
+        }
+    }
+    println!(
+        "[demo] stop a node and the others mark it down; restart it with \
+         `echo restart node-<n> > {}`{}",
+        control.display(),
+        if typed.is_some() {
+            ", or type `r <n>` and Enter here"
+        } else {
+            ""
+        }
+    );
+    let mut control_error = None;
+    let mut rejoining: Vec<Option<Instant>> = vec![None; cluster.nodes.len()];
     let mut last = cluster.views().await;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        cluster.check_agents_running()?;
+        let mut gone = false;
+        for (i, (node, rejoin)) in cluster.nodes.iter_mut().zip(&mut rejoining).enumerate() {
+            let Some(status) = node.exited() else {
+                continue;
+            };
+            node.agent = None;
+            *rejoin = None;
+            gone = true;
+            println!(
+                "[demo] {} is gone (exit status {status}; its log: {}); the others mark it down \
+                 after missed heartbeats. Restart it: `echo restart {} > {}`{}",
+                node.name,
+                node.log.display(),
+                node.name,
+                control.display(),
+                if typed.is_some() {
+                    format!(" or type `r {}` and Enter", i + 1)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        if gone {
+            note_pids(cluster, state_dir);
+        }
+
+        let mut lines = take_control_lines(&control, &mut control_error);
+        if let Some(rx) = typed.as_mut() {
+            while let Ok(line) = rx.try_recv() {
+                lines.push(line);
+            }
+        }
+        for line in lines {
+            match parse_restart(&line, cluster.nodes.len()) {
+                Ok(None) => {}
+                Ok(Some(i)) => {
+                    if restart(cluster, i, state_dir) {
+                        rejoining[i] = Some(Instant::now());
+                    }
+                }
+                Err(complaint) => println!("[demo] {complaint}"),
+            }
+        }
+
         let views = cluster.views().await;
-        for (view, previous) in views.iter().zip(&last) {
-            if view != previous {
+        for ((view, previous), node) in views.iter().zip(&last).zip(&cluster.nodes) {
+            // A gone node's view (its API not answering) was reported as gone above.
+            if view != previous && node.agent.is_some() {
                 print_progress(view, started);
             }
         }
+        for (i, rejoin) in rejoining.iter_mut().enumerate() {
+            let Some(since) = *rejoin else {
+                continue;
+            };
+            if views[i].healthy && seen_live_by_the_others(cluster, i, member_ids[i]).await {
+                println!(
+                    "[demo] {} rejoined: healthy, and every other running node sees it live \
+                     again, {:.1} s after its restart",
+                    cluster.nodes[i].name,
+                    since.elapsed().as_secs_f64()
+                );
+                *rejoin = None;
+            }
+        }
         last = views;
+    }
+}
+
+/// Starts node `i`'s agent again when it is gone (its log goes on in the same file); whether
+/// it was started. A node still running is left alone.
+fn restart(cluster: &mut Cluster, i: usize, state_dir: &Path) -> bool {
+    if let Some(pid) = cluster.nodes[i].pid() {
+        println!(
+            "[demo] {} is running (pid {pid}): nothing to restart (`kill -9 {pid}` stops it)",
+            cluster.nodes[i].name
+        );
+        return false;
+    }
+    if let Err(err) = cluster.start_agent(i) {
+        println!("[demo] {} did not restart: {err:#}", cluster.nodes[i].name);
+        return false;
+    }
+    note_pids(cluster, state_dir);
+    let node = &cluster.nodes[i];
+    println!(
+        "[demo] restarting {}: pid {} (its log goes on in {})",
+        node.name,
+        node.pid()
+            .map_or_else(|| "?".to_string(), |pid| pid.to_string()),
+        node.log.display()
+    );
+    true
+}
+
+/// [`record_pids`] from the watch, where a failure is said and the demo goes on.
+fn note_pids(cluster: &Cluster, state_dir: &Path) {
+    if let Err(err) = record_pids(cluster, state_dir) {
+        println!("[demo] {err:#}: a demo killed now may leave processes running");
+    }
+}
+
+/// Whether every other node whose agent runs lists member `member_id` as live (each asked with
+/// a bound, so a wedged node reads as not yet).
+async fn seen_live_by_the_others(cluster: &Cluster, i: usize, member_id: u64) -> bool {
+    for (j, node) in cluster.nodes.iter().enumerate() {
+        if j == i || node.agent.is_none() {
+            continue;
+        }
+        let peers = tokio::time::timeout(Duration::from_secs(5), async {
+            node.client()
+                .await
+                .ok()?
+                .list_peers(pb::ListPeersRequest::default())
+                .await
+                .ok()
+        })
+        .await
+        .ok()
+        .flatten();
+        let live = peers.is_some_and(|reply| {
+            reply
+                .into_inner()
+                .peers
+                .iter()
+                .any(|peer| peer.member_id == member_id && peer.live)
+        });
+        if !live {
+            return false;
+        }
+    }
+    true
+}
+
+/// What was written to the control file since the last look (the file is removed once read).
+/// An empty file is left alone: its writer may not have written yet. A read error is said
+/// once, not every second.
+fn take_control_lines(path: &Path, reported: &mut Option<String>) -> Vec<String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            let error = e.to_string();
+            if reported.as_ref() != Some(&error) {
+                println!("[demo] cannot read {} ({error})", path.display());
+                *reported = Some(error);
+            }
+            return Vec::new();
+        }
+    };
+    if text.trim().is_empty() {
+        return Vec::new();
+    }
+    if let Err(e) = std::fs::remove_file(path) {
+        println!(
+            "[demo] cannot remove {} after reading it ({e}): its commands may run again",
+            path.display()
+        );
+    }
+    text.lines().map(str::to_string).collect()
+}
+
+/// Lines typed on stdin when it is a terminal (read on a thread of their own: a blocking read
+/// must not hold up the runtime's shutdown); `None` otherwise.
+fn typed_lines() -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
+    if !std::io::stdin().is_terminal() {
+        return None;
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let spawned = std::thread::Builder::new()
+        .name("demo-stdin".into())
+        .spawn(move || {
+            for line in std::io::stdin().lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    match spawned {
+        Ok(_) => Some(rx),
+        Err(err) => {
+            println!("[demo] cannot read the terminal ({err}): use the control file to restart");
+            None
+        }
+    }
+}
+
+/// `restart node-2`, `r 2`, `2` (and blank lines, which ask for nothing): the index of the node
+/// to restart, or what was wrong with the line.
+fn parse_restart(line: &str, nodes: usize) -> Result<Option<usize>, String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let node = match words.as_slice() {
+        [] => return Ok(None),
+        ["r" | "restart", node] | [node] => *node,
+        _ => "",
+    };
+    let number = node.strip_prefix("node-").unwrap_or(node);
+    match number.parse::<usize>() {
+        Ok(n) if (1..=nodes).contains(&n) => Ok(Some(n - 1)),
+        _ => Err(format!(
+            "not understood: {:?} (write `restart node-<n>`, `r <n>` or `<n>`, n from 1 to {nodes})",
+            line.trim()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_restart;
+
+    #[test]
+    fn restart_commands_name_a_node() {
+        assert_eq!(parse_restart("restart node-2", 3), Ok(Some(1)));
+        assert_eq!(parse_restart("  r 3 ", 3), Ok(Some(2)));
+        assert_eq!(parse_restart("1", 3), Ok(Some(0)));
+        assert_eq!(parse_restart("node-1", 3), Ok(Some(0)));
+        assert_eq!(parse_restart("", 3), Ok(None));
+        assert!(parse_restart("restart node-4", 3).is_err());
+        assert!(parse_restart("r 0", 3).is_err());
+        assert!(parse_restart("stop node-1", 3).is_err());
+        assert!(parse_restart("restart", 3).is_err());
     }
 }

@@ -136,7 +136,7 @@ impl GasManagerService {
             };
             let estimate = self.estimate(&op).await?;
             let (paymaster_verification, post_op) = paymaster_limits(&estimate)?;
-            op.call_gas_limit = estimate.call_gas_limit;
+            op.call_gas_limit = with_headroom(estimate.call_gas_limit);
             op.verification_gas_limit = estimate.verification_gas_limit;
             op.pre_verification_gas = estimate.pre_verification_gas;
             op.paymaster_verification_gas_limit = Some(paymaster_verification);
@@ -435,6 +435,17 @@ impl GasManagerService {
     }
 }
 
+/// Headroom on the bundler's call-gas estimate, in percent. The estimate is taken against the
+/// latest block, but the operation executes after whatever lands before it: at 2 s blocks
+/// several nodes register in one block, and a registration estimated before the others ran
+/// out of gas behind them through alto (which adds no margin of its own). The EntryPoint
+/// charges 10 % of unused call gas, so the headroom costs the sponsor little.
+pub const CALL_GAS_HEADROOM_PERCENT: u64 = 25;
+
+fn with_headroom(estimate: U256) -> U256 {
+    estimate * U256::from(100 + CALL_GAS_HEADROOM_PERCENT) / U256::from(100)
+}
+
 /// The paymaster's limits from an estimate. A bundler that gives no paymaster verification
 /// limit for an op with a paymaster cannot be trusted with this op: an error, not a guess.
 fn paymaster_limits(estimate: &UserOperationGasEstimate) -> Result<(U256, U256), ErrorObject> {
@@ -449,4 +460,19 @@ fn paymaster_limits(estimate: &UserOperationGasEstimate) -> Result<(U256, U256),
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, ErrorObject> {
     serde_json::to_value(value).map_err(|e| internal_error(format!("cannot encode the reply: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a registration estimated before other nodes registered in the same block
+    /// ran out of gas through alto (estimate 243,374, needed about 258,000). The signed call
+    /// gas carries the headroom.
+    #[test]
+    fn call_gas_gets_headroom_over_the_estimate() {
+        assert_eq!(with_headroom(U256::from(243_374)), U256::from(304_217));
+        assert!(with_headroom(U256::from(243_374)) > U256::from(258_022));
+        assert_eq!(with_headroom(U256::ZERO), U256::ZERO);
+    }
 }

@@ -5,6 +5,7 @@
 
 mod bundler;
 mod cli;
+mod demo;
 mod dstack_simulator;
 mod gas_manager;
 mod gateway;
