@@ -75,7 +75,7 @@ demo: deps ## The devnet and NODES=3 agents, each in its own namespace with atte
 		--indexer-bin target/debug/attestmesh-indexer \
 		$(if $(filter 1 true yes,$(EXIT_WHEN_HEALTHY)),--exit-when-healthy)
 
-bench: deps ## Measure clusters (start/restart to whole at 3, 8, 16 nodes, heartbeat cost, iperf3 over attestmesh0 vs veth, gas, indexer catch-up) into bench/RESULTS.md (needs root)
+bench: deps ## Measure clusters at 2 s blocks and instant mining (start/restart to whole at 3-32 nodes, a join, sponsored operations, steady-state cost, iperf3 over attestmesh0 vs veth, gas, indexer catch-up) into bench/RESULTS.md + SVG (needs root)
 	@command -v iperf3 >/dev/null || { echo "installing iperf3 (apt)"; apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3; }
 	$(CARGO) build --release --quiet -p cluster-mesh-agent -p attestmesh-devnet -p attestmesh-indexer --bins

@@ -20,7 +20,7 @@ use clap::{Args, ValueEnum};
 use eyre::WrapErr;
 use tokio::time::Instant;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, MetricSeries as Counts, family_series};
 use crate::fault_proxy::FaultProxy;
 use crate::stack::{BASE_BLOCK_TIME_SECS, StackConfig};
 
@@ -677,64 +677,6 @@ async fn restart(cluster: &mut Cluster, nodes: &[usize]) -> eyre::Result<Duratio
 
 /// Every series of one counter family, by label set (`kind="envelopes"`; empty without
 /// labels).
-type Counts = BTreeMap<String, f64>;
-
-/// Every series of the counter `family` in a Prometheus / OpenMetrics text, by label set.
-/// `None` when the text neither declares the family (`# TYPE`) nor has a series of it: an agent
-/// that does not export it, which must not read as zero.
-fn family_series(text: &str, family: &str) -> eyre::Result<Option<Counts>> {
-    let base = family.strip_suffix("_total").unwrap_or(family);
-    let mut declared = false;
-    let mut series = BTreeMap::new();
-    for line in text.lines() {
-        if let Some(comment) = line.strip_prefix('#') {
-            let mut words = comment.split_whitespace();
-            if words.next() == Some("TYPE")
-                && words
-                    .next()
-                    .is_some_and(|name| name == base || name == family)
-            {
-                declared = true;
-            }
-            continue;
-        }
-        let Some(rest) = line.strip_prefix(family) else {
-            continue;
-        };
-        let (labels, rest) = if let Some(inner) = rest.strip_prefix('{') {
-            // The closing brace outside quoted label values.
-            let (mut quoted, mut escaped, mut end) = (false, false, None);
-            for (i, c) in inner.char_indices() {
-                match c {
-                    _ if escaped => escaped = false,
-                    '\\' if quoted => escaped = true,
-                    '"' => quoted = !quoted,
-                    '}' if !quoted => {
-                        end = Some(i);
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-            let end = end.ok_or_else(|| eyre::eyre!("unterminated labels in {line:?}"))?;
-            (&inner[..end], &inner[end + 1..])
-        } else if rest.starts_with([' ', '\t']) {
-            ("", rest)
-        } else {
-            // Another metric whose name starts with this one's.
-            continue;
-        };
-        let value: f64 = rest
-            .split_whitespace()
-            .next()
-            .ok_or_else(|| eyre::eyre!("no value in {line:?}"))?
-            .parse()
-            .wrap_err_with(|| format!("unreadable value in {line:?}"))?;
-        *series.entry(labels.to_string()).or_default() += value;
-    }
-    Ok((declared || !series.is_empty()).then_some(series))
-}
-
 /// Each node's sponsored operations by label set, in node order, all nodes asked at once.
 async fn sponsored_operations(cluster: &Cluster) -> eyre::Result<Vec<Counts>> {
     let http = reqwest::Client::builder()

@@ -6,7 +6,6 @@ use clap::{Parser, Subcommand};
 use eyre::WrapErr;
 use tracing::warn;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::LevelFilter;
 
 use crate::{bench, bundler, demo, dstack_simulator, gas_manager, gateway, up};
 
@@ -26,12 +25,14 @@ pub enum Command {
     /// cluster, webhook, bundler, gas manager, gateway, a dstack simulator per node), write
     /// `.devnet/endpoints.json`, and run until interrupted.
     Up(up::UpArgs),
-    /// The devnet plus N real agents, each in its own network namespace with its own
-    /// attestmesh0: shows them come up, then shows the cluster working (live peers, a message
-    /// round trip, the same CSK everywhere). Needs root.
+    /// The devnet (2 s blocks, like Base) plus N real agents, each in its own network namespace
+    /// with its own attestmesh0: shows them come up, then shows the cluster working (live peers,
+    /// a message round trip, the same CSK everywhere), and a killed node leave and rejoin.
+    /// Needs root.
     Demo(demo::DemoArgs),
-    /// Measure clusters on the devnet (start and restart to whole, heartbeat cost, throughput
-    /// over attestmesh0 vs the bare veth, gas, indexer catch-up) and write bench/RESULTS.md.
+    /// Measure clusters on the devnet at 2 s blocks and with instant mining (start and restart
+    /// to whole, a join, sponsored operations, steady-state cost, throughput over attestmesh0
+    /// vs the bare veth, gas, indexer catch-up) and write bench/RESULTS.md with a plot.
     /// Needs root and iperf3.
     Bench(Box<bench::BenchArgs>),
     /// Stop what a crashed `up` left running and remove its files.
@@ -52,14 +53,14 @@ pub enum Command {
 /// Run the parsed command line.
 pub async fn run(cli: Cli) -> eyre::Result<()> {
     // The demo and the benchmark print their own progress; their logs only say what went wrong
-    // unless RUST_LOG asks (the benchmark's restarts make the gateway warn about every dial to a
-    // node still starting: expected there, noise in its output).
-    let default_level = match cli.command {
-        Command::Demo(_) => LevelFilter::WARN,
-        Command::Bench(_) => LevelFilter::ERROR,
-        _ => LevelFilter::INFO,
+    // unless RUST_LOG asks. The gateway warns about every dial to a node that is starting or
+    // down: expected in the benchmark's restarts and while a demo node is killed, noise there.
+    let default_filter = match cli.command {
+        Command::Demo(_) => "warn,attestmesh::devnet::gateway=error",
+        Command::Bench(_) => "error",
+        _ => "info",
     };
-    init_logging(default_level)?;
+    init_logging(default_filter)?;
     match cli.command {
         Command::Bench(args) => bench::bench(*args, shutdown_signal()?)
             .await
@@ -86,13 +87,14 @@ pub async fn run(cli: Cli) -> eyre::Result<()> {
     }
 }
 
-/// Logs go to stderr, `RUST_LOG` filters (default `default_level`), and colour only on a
+/// Logs go to stderr, `RUST_LOG` filters (default `default_filter`), and colour only on a
 /// terminal: escape codes in captured logs break scraping (field note 9).
-fn init_logging(default_level: LevelFilter) -> eyre::Result<()> {
-    let filter = EnvFilter::builder()
-        .with_default_directive(default_level.into())
-        .from_env()
-        .wrap_err("RUST_LOG is not a valid tracing filter")?;
+fn init_logging(default_filter: &str) -> eyre::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) => EnvFilter::try_new(directives),
+        Err(_) => EnvFilter::try_new(default_filter),
+    }
+    .wrap_err("RUST_LOG is not a valid tracing filter")?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

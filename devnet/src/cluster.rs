@@ -128,8 +128,8 @@ impl ClusterNode {
     }
 
     /// The sum of every series of the counter family `name` (e.g. every `kind` of
-    /// `attestmesh_agent_sponsored_operations_total`): an error when `/metrics` does not answer,
-    /// 0 when the family has no series yet.
+    /// `attestmesh_agent_sponsored_operations_total`): an error when `/metrics` does not answer
+    /// or does not export the family (which must not read as zero).
     pub async fn metric_sum(&self, name: &str) -> eyre::Result<f64> {
         let text = probe_client()?
             .get(self.metrics_url())
@@ -140,19 +140,10 @@ impl ClusterNode {
             .text()
             .await
             .wrap_err_with(|| format!("{}: /metrics body", self.name))?;
-        let mut sum = 0.0;
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let mut words = line.split_whitespace();
-            let (Some(series), Some(value)) = (words.next(), words.last()) else {
-                continue;
-            };
-            if series == name || series.starts_with(&format!("{name}{{")) {
-                sum += value.parse::<f64>().wrap_err_with(|| {
-                    format!("{}: unreadable value in /metrics line {line:?}", self.name)
-                })?;
-            }
-        }
-        Ok(sum)
+        let series = family_series(&text, name)
+            .wrap_err_with(|| format!("{}: /metrics", self.name))?
+            .ok_or_else(|| eyre::eyre!("{}: /metrics does not export {name}", self.name))?;
+        Ok(series.values().sum())
     }
 
     /// The agent's pid while it runs.
@@ -186,6 +177,65 @@ impl ClusterNode {
             Err(err) => format!("(cannot read {}: {err})", self.log.display()),
         }
     }
+}
+
+/// A counter family's series by label set (`kind="x"` → value).
+pub type MetricSeries = std::collections::BTreeMap<String, f64>;
+
+/// Every series of the counter `family` in a Prometheus / OpenMetrics text, by label set.
+/// `None` when the text neither declares the family (`# TYPE`) nor has a series of it: an agent
+/// that does not export it, which must not read as zero.
+pub fn family_series(text: &str, family: &str) -> eyre::Result<Option<MetricSeries>> {
+    let base = family.strip_suffix("_total").unwrap_or(family);
+    let mut declared = false;
+    let mut series = MetricSeries::new();
+    for line in text.lines() {
+        if let Some(comment) = line.strip_prefix('#') {
+            let mut words = comment.split_whitespace();
+            if words.next() == Some("TYPE")
+                && words
+                    .next()
+                    .is_some_and(|name| name == base || name == family)
+            {
+                declared = true;
+            }
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(family) else {
+            continue;
+        };
+        let (labels, rest) = if let Some(inner) = rest.strip_prefix('{') {
+            // The closing brace outside quoted label values.
+            let (mut quoted, mut escaped, mut end) = (false, false, None);
+            for (i, c) in inner.char_indices() {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' if quoted => escaped = true,
+                    '"' => quoted = !quoted,
+                    '}' if !quoted => {
+                        end = Some(i);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let end = end.ok_or_else(|| eyre::eyre!("unterminated labels in {line:?}"))?;
+            (&inner[..end], &inner[end + 1..])
+        } else if rest.starts_with([' ', '\t']) {
+            ("", rest)
+        } else {
+            // Another metric whose name starts with this one's.
+            continue;
+        };
+        let value: f64 = rest
+            .split_whitespace()
+            .next()
+            .ok_or_else(|| eyre::eyre!("no value in {line:?}"))?
+            .parse()
+            .wrap_err_with(|| format!("unreadable value in {line:?}"))?;
+        *series.entry(labels.to_string()).or_default() += value;
+    }
+    Ok((declared || !series.is_empty()).then_some(series))
 }
 
 /// One bounded HTTP client for probes: a wedged agent costs 2 s, never a hang.
