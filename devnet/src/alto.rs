@@ -50,12 +50,14 @@ pub struct Alto {
 }
 
 impl Alto {
-    /// Starts alto on `port` against `rpc_url`, bundling with `executor` (funded on the chain)
-    /// and `utility` keys, and waits until it serves EntryPoint v0.7.
+    /// Starts alto on `port` against `rpc_url`, bundling with the `executors` (funded on the
+    /// chain) and `utility` keys, and waits until it serves EntryPoint v0.7. alto keeps one
+    /// bundle transaction in flight per executor, so with one executor at 2 s blocks every
+    /// operation that arrives while a bundle is pending waits a block more: give it several.
     pub async fn start(
         rpc_url: &Url,
         port: u16,
-        executor: &PrivateKeySigner,
+        executors: &[PrivateKeySigner],
         utility: &PrivateKeySigner,
         log_dir: &std::path::Path,
     ) -> Result<Self, AltoError> {
@@ -74,7 +76,10 @@ impl Alto {
         let child = Command::new("node")
             .arg(&path)
             .args(["--entrypoints", &ENTRY_POINT_V07.to_string()])
-            .args(["--executor-private-keys", &key(executor)])
+            .args([
+                "--executor-private-keys",
+                &executors.iter().map(key).collect::<Vec<_>>().join(","),
+            ])
             .args(["--utility-private-key", &key(utility)])
             .args(["--rpc-url", rpc_url.as_str()])
             .args(["--safe-mode", "false"])

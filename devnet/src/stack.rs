@@ -211,7 +211,13 @@ impl Stack {
 
         let alto = match config.alto_port {
             Some(port) => {
-                let (Some(executor), Some(utility)) = (chain.dev_key(3), chain.dev_key(4)) else {
+                // Dev keys 3 and 5..=9 execute bundles, 4 is alto's utility key (0-2: operator,
+                // sponsor, the project's bundler).
+                let executors: Vec<PrivateKeySigner> = [3, 5, 6, 7, 8, 9]
+                    .into_iter()
+                    .filter_map(|i| chain.dev_key(i))
+                    .collect();
+                let (false, Some(utility)) = (executors.is_empty(), chain.dev_key(4)) else {
                     return Err(StackError::Other(
                         "anvil has too few dev keys for alto".into(),
                     ));
@@ -220,7 +226,7 @@ impl Stack {
                     crate::alto::Alto::start(
                         chain.rpc_url(),
                         port,
-                        &executor,
+                        &executors,
                         &utility,
                         &config.state_dir,
                     )

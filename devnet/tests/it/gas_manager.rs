@@ -876,7 +876,7 @@ async fn sponsored_registration_and_message_through_alto() {
     let alto = attestmesh_devnet::alto::Alto::start(
         chain.rpc_url(),
         port,
-        &chain.dev_key(4).unwrap(),
+        &[chain.dev_key(4).unwrap()],
         &chain.dev_key(5).unwrap(),
         logs.path(),
     )
