@@ -48,6 +48,10 @@ type CommitSlot = Arc<Mutex<Option<B256>>>;
 /// Liveness shared by the heartbeat tasks, the CSK service and the loop.
 struct Liveness {
     tracker: Mutex<Tracker>,
+    /// Signalled when this node's connected set changes: a heartbeat then goes out at once
+    /// instead of at the next tick, so peers learn the new set (and converge) up to a whole
+    /// interval sooner.
+    changed: tokio::sync::Notify,
 }
 
 struct NodeAuthority {
@@ -129,6 +133,7 @@ pub async fn run(
         heartbeat_key: node.identity.heartbeat.verifying_key().to_bytes(),
     };
     let liveness = Arc::new(Liveness {
+        changed: tokio::sync::Notify::new(),
         tracker: Mutex::new(Tracker::new(
             me.id,
             settings.heartbeat_interval * settings.down_after_beats,
@@ -280,6 +285,7 @@ async fn reconcile(
                 if let Transition::Down(id) = transition {
                     info!(target: PEERS, member = id, "peer down (missed heartbeats)");
                     node.cluster.emit_liveness(id, false).await;
+                    liveness.changed.notify_one();
                 }
             }
             let live = tracker.live_peers(now);
@@ -298,6 +304,7 @@ async fn reconcile(
                 if reported_live.insert(*id) {
                     info!(target: PEERS, member = id, "peer live (verified heartbeat)");
                     node.cluster.emit_liveness(*id, true).await;
+                    liveness.changed.notify_one();
                 }
             }
             (live.len() as u32, tracker.converged(now))
@@ -357,7 +364,10 @@ async fn send_heartbeats(
 ) {
     let mut tick = tokio::time::interval(interval);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = liveness.changed.notified() => tick.reset(),
+        }
         let connected: Vec<u64> = liveness
             .tracker
             .lock()
