@@ -4,8 +4,10 @@
 //! keys only from these.
 //!
 //! The envelope id is deterministic — keccak256("attestmesh/v1/endpoint" ‖ sender ‖ recipient ‖
-//! keccak256(payload)) — so a restarted node sees on chain (`isEnvelopeUsed`) that an unchanged
-//! envelope was already delivered and sends nothing, and a changed one gets a new id.
+//! keccak256(payload)) — so a restarted node sees on chain (`isEnvelopeUsed(recipient, sender,
+//! id)`, keyed by sender so no other member can take the id first) that an unchanged envelope
+//! was already delivered and sends nothing, and a changed one gets a new id. The outbox
+//! (`crate::outbox`) sends them in batches.
 
 use alloy::primitives::{B256, keccak256};
 use serde::{Deserialize, Serialize};
