@@ -285,8 +285,11 @@ impl ChainClient {
 
     /// Sends several transactions from this client's signer without waiting between them (each
     /// with its own nonce, counted from the pending one), then waits for every receipt: on a
-    /// chain with a block time they land in O(1) blocks instead of one block each. Fails at the
-    /// first transaction refused or reverted, naming it; the ones before it are sent.
+    /// chain with a block time they land in as few blocks as their gas allows instead of one
+    /// block each. They go in waves that fit in a block (anvil drops what does not fit in the
+    /// block it mines, rather than keeping it for the next), each wave's receipts awaited before
+    /// the next is sent. Fails at the first transaction refused or reverted, naming it; the
+    /// ones before it are sent.
     pub async fn send_transactions(
         &self,
         calls: Vec<(String, Address, Bytes)>,
@@ -294,24 +297,57 @@ impl ChainClient {
         let from = self.signer.ok_or_else(|| {
             ChainError::Config("send_transactions needs a client made with a signer".into())
         })?;
+        let block_gas = self
+            .provider
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await
+            .map_err(|source| self.transport_error("eth_getBlockByNumber", source))?
+            .ok_or_else(|| ChainError::Config("the chain has no latest block".into()))?
+            .header
+            .gas_limit;
+        // Room for other senders' transactions in the same block.
+        let wave_budget = block_gas / 10 * 8;
         let mut nonce = self
             .provider
             .get_transaction_count(from)
             .pending()
             .await
             .map_err(|source| self.transport_error("eth_getTransactionCount", source))?;
-        let mut sent = Vec::with_capacity(calls.len());
+        let mut receipts = Vec::with_capacity(calls.len());
+        let mut wave: Vec<(String, B256)> = Vec::new();
+        let mut wave_gas = 0u64;
         for (call, to, data) in calls {
             let request = TransactionRequest::default()
+                .with_from(from)
                 .with_to(to)
-                .with_input(data)
-                .with_nonce(nonce);
+                .with_input(data);
+            let gas = self
+                .provider
+                .estimate_gas(request.clone())
+                .await
+                .map_err(|source| {
+                    match source.as_error_resp().and_then(|e| e.as_revert_data()) {
+                        Some(data) => ChainError::Reverted {
+                            call: call.clone(),
+                            reason: crate::revert::decode(&data),
+                        },
+                        None => self.transport_error(&call, source),
+                    }
+                })?;
+            if !wave.is_empty() && wave_gas + gas > wave_budget {
+                for (call, tx) in wave.drain(..) {
+                    receipts.push(self.wait_for_receipt(&call, tx).await?);
+                }
+                wave_gas = 0;
+            }
+            let tx = self
+                .submit(&call, request.with_nonce(nonce).with_gas_limit(gas))
+                .await?;
             nonce += 1;
-            let tx = self.submit(&call, request).await?;
-            sent.push((call, tx));
+            wave_gas += gas;
+            wave.push((call, tx));
         }
-        let mut receipts = Vec::with_capacity(sent.len());
-        for (call, tx) in sent {
+        for (call, tx) in wave {
             receipts.push(self.wait_for_receipt(&call, tx).await?);
         }
         Ok(receipts)
