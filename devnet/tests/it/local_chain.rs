@@ -90,3 +90,42 @@ async fn user_op_hash_matches_the_entry_point() {
         .unwrap();
     assert_eq!(op.hash(ENTRY_POINT_V07, 31337), on_chain);
 }
+
+/// At Base's 2 s blocks, the set-up of more nodes than one block's gas holds (each member
+/// account is a contract deployment of about 1.6 M gas, a block holds 30 M) lands in a few
+/// blocks. Regression: sent at once, anvil dropped what did not fit in the block it mined and
+/// the set-up of 32 nodes never finished.
+#[tokio::test(flavor = "multi_thread")]
+async fn preparing_more_nodes_than_a_block_holds_lands_in_a_few_blocks() {
+    let chain = LocalChain::start(LocalChainConfig {
+        block_time: Some(2),
+        ..LocalChainConfig::default()
+    })
+    .await
+    .unwrap();
+    let client = chain.operator_client();
+    let cluster = chain
+        .create_cluster(
+            B256::repeat_byte(1),
+            0x0a58_0000,
+            16,
+            vec![Address::repeat_byte(0x42)],
+            vec![B256::repeat_byte(7)],
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = (1..=24).map(|i| format!("node-{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let before = client.block_number().await.unwrap();
+    let accounts = chain.add_member_accounts(cluster, &names).await.unwrap();
+    let blocks = client.block_number().await.unwrap() - before;
+    assert_eq!(accounts.len(), 24);
+    for account in accounts {
+        client
+            .require_code("member account", account)
+            .await
+            .unwrap();
+    }
+    // Two waves (24 × 1.6 M gas > 30 M), each a block and a receipt poll: not one per node.
+    assert!(blocks <= 6, "the set-up took {blocks} blocks");
+}
