@@ -2,7 +2,7 @@
 pragma solidity ^0.8.28;
 
 import {DstackProof, NodeKeys} from "../contracts/lib/ClusterTypes.sol";
-import {ProofStatus} from "../contracts/lib/DstackProofLib.sol";
+import {DstackProofLib, ProofStatus} from "../contracts/lib/DstackProofLib.sol";
 import {Secp256k1} from "../contracts/lib/Secp256k1.sol";
 import {Signatures} from "../contracts/lib/Signatures.sol";
 import {IRegistrationFacet} from "../contracts/registration/IRegistrationFacet.sol";
@@ -32,12 +32,17 @@ contract DstackProofTest is ClusterFixture {
         kmsRoot = vm.parseJsonAddress(json, ".expect.kms_root_address");
     }
 
+    /// @notice The vector's chain verifies (DstackProofLib, the code validation and the diamond
+    ///         share); the diamond then refuses it for its GetKey purpose, "test-purpose", which is
+    ///         not the owner-key purpose a registration needs.
     function test_verifyDstackProof_realVectorWithRecoveryIds01() public {
         (DstackProof memory p, address derived, address kmsRoot) = vectorProof();
         vm.assertEq(uint8(p.kmsSignature[64]), 0, "the vector is in dstack's v in {0,1} form");
-        (address gotDerived, address gotRoot) = IRegistrationFacet(cluster).verifyDstackProof(p);
-        vm.assertEq(gotDerived, derived, "derived signer");
-        vm.assertEq(gotRoot, kmsRoot, "kms root");
+        _assertChainVerifies(p, derived, kmsRoot);
+        vm.expectRevert(
+            abi.encodeWithSelector(IRegistrationFacet.ProofPurposeMismatch.selector, "test-purpose")
+        );
+        IRegistrationFacet(cluster).verifyDstackProof(p);
     }
 
     /// @notice Field note 3: the same chain with v normalized to {27,28} verifies identically.
@@ -45,7 +50,27 @@ contract DstackProofTest is ClusterFixture {
         (DstackProof memory p, address derived, address kmsRoot) = vectorProof();
         p.appSignature[64] = bytes1(uint8(p.appSignature[64]) + 27);
         p.kmsSignature[64] = bytes1(uint8(p.kmsSignature[64]) + 27);
-        (address gotDerived, address gotRoot) = IRegistrationFacet(cluster).verifyDstackProof(p);
+        _assertChainVerifies(p, derived, kmsRoot);
+        vm.expectRevert(
+            abi.encodeWithSelector(IRegistrationFacet.ProofPurposeMismatch.selector, "test-purpose")
+        );
+        IRegistrationFacet(cluster).verifyDstackProof(p);
+    }
+
+    /// @notice A chain the KMS issued for another purpose verifies as a chain but is no owner key.
+    function test_RevertWhen_verifyDstackProof_otherPurpose() public {
+        Node memory n = addNode("node-a");
+        DstackProof memory p = chainedProof(n, keccak256("m"), "attestmesh-identity", KMS_ROOT_KEY);
+        _assertChainVerifies(p, vm.addr(n.derivedKey), vm.addr(KMS_ROOT_KEY));
+        vm.expectRevert(
+            abi.encodeWithSelector(IRegistrationFacet.ProofPurposeMismatch.selector, "attestmesh-identity")
+        );
+        IRegistrationFacet(cluster).verifyDstackProof(p);
+    }
+
+    function _assertChainVerifies(DstackProof memory p, address derived, address kmsRoot) private view {
+        (ProofStatus status, address gotDerived, address gotRoot) = DstackProofLib.check(p);
+        vm.assertEq(uint256(status), uint256(ProofStatus.Valid), "chain verifies");
         vm.assertEq(gotDerived, derived, "derived signer");
         vm.assertEq(gotRoot, kmsRoot, "kms root");
     }

@@ -66,6 +66,26 @@ contract FactoryTest is ClusterFixture {
         vm.assertTrue(IRegistrationFacet(c).isKmsRootAllowed(vm.addr(KMS_ROOT_KEY)), "kms root allowlisted");
     }
 
+    /// @notice "Any device may boot" is stored exactly as the creator passed it: a config that does
+    ///         not ask for it (the struct's default) gets device allowlisting, and the choice is
+    ///         announced either way.
+    function test_createCluster_anyDeviceOnlyWhenTheCreatorAsks() public {
+        ClusterConfig memory config = defaultConfig();
+        config.allowAnyDevice = false;
+        vm.expectEmit();
+        emit IRegistrationFacet.AllowAnyDeviceSet(false);
+        vm.prank(creator);
+        address restricted = factory.createCluster("devices-allowlisted", config);
+        vm.assertFalse(IRegistrationFacet(restricted).allowAnyDevice(), "not asked: allowlisted devices only");
+
+        config.allowAnyDevice = true;
+        vm.expectEmit();
+        emit IRegistrationFacet.AllowAnyDeviceSet(true);
+        vm.prank(creator);
+        address open = factory.createCluster("any-device", config);
+        vm.assertTrue(IRegistrationFacet(open).allowAnyDevice(), "asked explicitly");
+    }
+
     function test_createCluster_sameSaltForTwoCreatorsGivesTwoClusters() public {
         bytes32 salt = "shared-salt";
         address first = createCluster(salt);

@@ -6,6 +6,7 @@ import {PackedUserOperation} from "@account-abstraction/contracts/interfaces/Pac
 import {IMemberAccount} from "../contracts/account/IMemberAccount.sol";
 import {MemberAccount} from "../contracts/account/MemberAccount.sol";
 import {DstackProof, Envelope, NodeKeys} from "../contracts/lib/ClusterTypes.sol";
+import {RegistrationDigest} from "../contracts/lib/RegistrationDigest.sol";
 import {Signatures} from "../contracts/lib/Signatures.sol";
 import {IMemberFacet} from "../contracts/member/IMemberFacet.sol";
 import {IMessageFacet} from "../contracts/message/IMessageFacet.sol";
@@ -43,13 +44,34 @@ contract MemberAccountTest is ClusterFixture {
         return MemberAccount(payable(n.account)).validateUserOp(op, hash, 0);
     }
 
+    /// @notice A sponsored operation (paymaster data present, so part of the hash) signed by `key`.
     function signed(Node memory n, bytes memory callData, uint256 key)
         internal
         view
         returns (PackedUserOperation memory op)
     {
         op = baseOp(n.account, callData);
+        sponsor(op);
         op.signature = signEth(key, Signatures.ethSignedHash(entryPoint.getUserOpHash(op)));
+    }
+
+    /// @notice The same without a paymaster: the account pays its own prefund.
+    function signedUnsponsored(Node memory n, bytes memory callData, uint256 key)
+        internal
+        view
+        returns (PackedUserOperation memory op)
+    {
+        op = baseOp(n.account, callData);
+        op.signature = signEth(key, Signatures.ethSignedHash(entryPoint.getUserOpHash(op)));
+    }
+
+    function validatePaying(Node memory n, PackedUserOperation memory op, uint256 missingAccountFunds)
+        internal
+        returns (uint256)
+    {
+        bytes32 hash = entryPoint.getUserOpHash(op);
+        vm.prank(address(entryPoint));
+        return MemberAccount(payable(n.account)).validateUserOp(op, hash, missingAccountFunds);
     }
 
     function test_validateUserOp_bootstrapSignedByTheAttestedKey() public {
@@ -122,16 +144,79 @@ contract MemberAccountTest is ClusterFixture {
         vm.assertEq(validate(n, signed(n, hex"12345678", n.derivedKey)), FAILED, "unknown selector");
     }
 
+    /// @notice The owner's own (unsponsored) operation pays its prefund from the account's ETH.
     function test_validateUserOp_paysMissingFunds() public {
         Node memory n = addNode("node-a");
+        handle(registerOp(n));
         vm.deal(n.account, 1 ether);
-        PackedUserOperation memory op =
-            signed(n, abi.encodeCall(IMemberAccount.register, (proofFor(n), n.keys)), n.derivedKey);
-        bytes32 hash = entryPoint.getUserOpHash(op);
+        PackedUserOperation memory op = signedUnsponsored(
+            n, abi.encodeCall(IMemberAccount.withdrawDepositTo, (payable(n.account), 0)), n.derivedKey
+        );
         uint256 before = address(entryPoint).balance;
-        vm.prank(address(entryPoint));
-        MemberAccount(payable(n.account)).validateUserOp(op, hash, 0.1 ether);
+        vm.assertEq(validatePaying(n, op, 0.1 ether), OK, "owner's withdrawal validates");
         vm.assertEq(address(entryPoint).balance - before, 0.1 ether, "prefund paid");
+    }
+
+    /// @notice An unsponsored `register` fails validation and pays nothing, however well signed:
+    ///         validation cannot check the KMS root, so the account never funds a registration.
+    function test_validateUserOp_unsponsoredRegisterFailsWithoutPaying() public {
+        Node memory n = addNode("node-a");
+        vm.deal(n.account, 1 ether);
+        PackedUserOperation memory op = signedUnsponsored(
+            n, abi.encodeCall(IMemberAccount.register, (proofFor(n), n.keys)), n.derivedKey
+        );
+        uint256 before = address(entryPoint).balance;
+        vm.assertEq(validatePaying(n, op, 0.1 ether), FAILED, "missing funds: refused");
+        vm.assertEq(validatePaying(n, op, 0), FAILED, "a deposit covering it: refused all the same");
+        vm.assertEq(address(entryPoint).balance, before, "nothing paid");
+        vm.assertEq(n.account.balance, 1 ether, "the account keeps its ETH");
+
+        // The same registration with a paymaster validates.
+        op = signed(n, abi.encodeCall(IMemberAccount.register, (proofFor(n), n.keys)), n.derivedKey);
+        vm.assertEq(validate(n, op), OK, "sponsored bootstrap validates");
+    }
+
+    /// @notice The bootstrap proves the owner key: a chain issued for another GetKey purpose fails.
+    function test_validateUserOp_bootstrapNeedsTheOwnerPurpose() public {
+        Node memory n = addNode("node-a");
+        bytes32 digest = RegistrationDigest.compute(block.chainid, cluster, n.account, n.keys);
+        DstackProof memory p = chainedProof(n, digest, "attestmesh-identity", KMS_ROOT_KEY);
+        bytes memory callData = abi.encodeCall(IMemberAccount.register, (p, n.keys));
+        vm.assertEq(validate(n, signed(n, callData, n.derivedKey)), FAILED, "other purpose");
+    }
+
+    /// @notice withdrawDepositTo is validated like execute: the registered owner's signature only.
+    function test_validateUserOp_withdrawDepositToNeedsRegistrationThenTheOwner() public {
+        Node memory n = addNode("node-a");
+        bytes memory callData = abi.encodeCall(IMemberAccount.withdrawDepositTo, (payable(n.account), 1));
+        vm.assertEq(validate(n, signedUnsponsored(n, callData, n.derivedKey)), FAILED, "unregistered: nobody");
+        handle(registerOp(n));
+        vm.assertEq(validate(n, signedUnsponsored(n, callData, n.derivedKey)), OK, "owner");
+        vm.assertEq(validate(n, signedUnsponsored(n, callData, n.appKey)), FAILED, "non-owner");
+    }
+
+    /// @notice The owner withdraws the account's EntryPoint deposit in its own (unsponsored) operation.
+    function test_withdrawDepositTo_ownerWithdrawsThroughTheEntryPoint() public {
+        Node memory n = addNode("node-a");
+        handle(registerOp(n));
+        entryPoint.depositTo{value: 1 ether}(n.account);
+        address payable recipient = payable(address(0xFEE));
+        handle(
+            signedUnsponsored(
+                n, abi.encodeCall(IMemberAccount.withdrawDepositTo, (recipient, 0.5 ether)), n.derivedKey
+            )
+        );
+        vm.assertEq(recipient.balance, 0.5 ether, "withdrawn to the recipient");
+        uint256 left = entryPoint.balanceOf(n.account);
+        vm.assertLe(left, 0.5 ether, "deposit reduced by the withdrawal and the gas");
+        vm.assertGt(left, 0.49 ether, "only the operation's gas on top");
+    }
+
+    function test_RevertWhen_withdrawDepositTo_notRegistered() public {
+        Node memory n = addNode("node-a");
+        vm.prank(address(entryPoint));
+        vm.expectRevert(IMemberAccount.NotRegistered.selector);
+        MemberAccount(payable(n.account)).withdrawDepositTo(payable(address(0xFEE)), 0);
     }
 
     /// @notice ERC-7562: validation may touch only the account's own storage (no other contract's),
@@ -141,6 +226,11 @@ contract MemberAccountTest is ClusterFixture {
         PackedUserOperation memory op =
             signed(n, abi.encodeCall(IMemberAccount.register, (proofFor(n), n.keys)), n.derivedKey);
         _assertOnlyOwnStorage(n, op);
+        // The refusal of an unsponsored bootstrap reads the operation only.
+        op = signedUnsponsored(
+            n, abi.encodeCall(IMemberAccount.register, (proofFor(n), n.keys)), n.derivedKey
+        );
+        _assertOnlyOwnStorage(n, op, FAILED);
         handle(registerOp(n));
         op = signed(
             n,
@@ -153,13 +243,23 @@ contract MemberAccountTest is ClusterFixture {
         calls[1] = abi.encodeCall(IMessageFacet.sendBatch, (new Envelope[](1)));
         op = signed(n, abi.encodeCall(IMemberAccount.executeBatch, (calls)), n.derivedKey);
         _assertOnlyOwnStorage(n, op);
+        op = signedUnsponsored(
+            n, abi.encodeCall(IMemberAccount.withdrawDepositTo, (payable(n.account), 1)), n.derivedKey
+        );
+        _assertOnlyOwnStorage(n, op);
     }
 
     function _assertOnlyOwnStorage(Node memory n, PackedUserOperation memory op) private {
+        _assertOnlyOwnStorage(n, op, OK);
+    }
+
+    /// @param expected The validation result, so the check runs the path it means to (not a refusal).
+    function _assertOnlyOwnStorage(Node memory n, PackedUserOperation memory op, uint256 expected) private {
         bytes32 hash = entryPoint.getUserOpHash(op);
         vm.record();
         vm.prank(address(entryPoint));
-        MemberAccount(payable(n.account)).validateUserOp(op, hash, 0);
+        uint256 validationData = MemberAccount(payable(n.account)).validateUserOp(op, hash, 0);
+        vm.assertEq(validationData, expected, "validation result");
         address[5] memory others =
             [cluster, address(factory), address(entryPoint), address(paymaster), address(indexerRegistry)];
         for (uint256 i = 0; i < others.length; ++i) {
@@ -186,6 +286,8 @@ contract MemberAccountTest is ClusterFixture {
         account.execute("");
         vm.expectRevert(abi.encodeWithSelector(IMemberAccount.OnlyEntryPoint.selector, address(this)));
         account.executeBatch(new bytes[](0));
+        vm.expectRevert(abi.encodeWithSelector(IMemberAccount.OnlyEntryPoint.selector, address(this)));
+        account.withdrawDepositTo(payable(address(this)), 0);
     }
 
     function test_RevertWhen_execute_notRegistered() public {

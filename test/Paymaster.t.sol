@@ -5,17 +5,18 @@ import {IEntryPoint} from "@account-abstraction/contracts/interfaces/IEntryPoint
 import {IPaymaster} from "@account-abstraction/contracts/interfaces/IPaymaster.sol";
 import {IStakeManager} from "@account-abstraction/contracts/interfaces/IStakeManager.sol";
 import {PackedUserOperation} from "@account-abstraction/contracts/interfaces/PackedUserOperation.sol";
-import {Signatures} from "../contracts/lib/Signatures.sol";
 import {VerifyingPaymaster} from "../contracts/paymaster/VerifyingPaymaster.sol";
 import {ClusterFixture} from "./utils/ClusterFixture.sol";
 
-/// @notice VerifyingPaymaster: the sponsor signature check, its hash, paymasterAndData parsing,
-///         and the owner's deposit, stake and ownership management.
+/// @notice VerifyingPaymaster: the sponsor signature check, the signed maximum cost, its hash,
+///         paymasterAndData parsing, and the owner's deposit, stake and ownership management.
 contract PaymasterTest is ClusterFixture {
     uint256 internal constant OTHER_KEY = uint256(keccak256("attestmesh.test.not-the-sponsor"));
     uint256 internal constant SIG_FAILED = 1;
-    /// @dev paymaster (20) | verificationGasLimit (16) | postOpGasLimit (16) | window (64).
-    uint256 internal constant SIGNATURE_OFFSET = 116;
+    /// @dev paymaster (20) | verificationGasLimit (16) | postOpGasLimit (16) | window + maxCost (96).
+    uint256 internal constant SIGNATURE_OFFSET = 148;
+    /// @dev Byte 147 is the low byte of the signed maxCost.
+    uint256 internal constant MAX_COST_LOW_BYTE = 147;
 
     address internal stranger = address(0xBAD);
     address payable internal recipient = payable(address(0xFEE));
@@ -40,7 +41,7 @@ contract PaymasterTest is ClusterFixture {
         public
     {
         PackedUserOperation memory op = _op();
-        _sponsorWith(op, SPONSOR_KEY, validUntil, validAfter);
+        sponsorWith(op, SPONSOR_KEY, validUntil, validAfter, maxCostOf(op));
         (, uint256 validationData) = _validate(op);
         vm.assertEq(
             validationData, (uint256(validUntil) << 160) | (uint256(validAfter) << 208), "validation data"
@@ -50,7 +51,7 @@ contract PaymasterTest is ClusterFixture {
     function test_validatePaymasterUserOp_otherSignerFails() public {
         PackedUserOperation memory op = _op();
         uint48 validUntil = uint48(block.timestamp + 1 hours);
-        _sponsorWith(op, OTHER_KEY, validUntil, 0);
+        sponsorWith(op, OTHER_KEY, validUntil, 0, maxCostOf(op));
         (, uint256 validationData) = _validate(op);
         // A failed signature is reported (not reverted), window included, as ERC-4337 asks.
         vm.assertEq(validationData, SIG_FAILED | (uint256(validUntil) << 160), "sig failed");
@@ -107,6 +108,52 @@ contract PaymasterTest is ClusterFixture {
         bad = _copy(op);
         bad.paymasterAndData[83] = bytes1(uint8(bad.paymasterAndData[83]) ^ 1);
         vm.assertEq(_sigFailed(bad), SIG_FAILED, "validUntil");
+
+        // Raising the cap the sponsor signed.
+        bad = _copy(op);
+        bad.paymasterAndData[MAX_COST_LOW_BYTE] = bytes1(uint8(bad.paymasterAndData[MAX_COST_LOW_BYTE]) ^ 1);
+        vm.assertEq(_sigFailed(bad), SIG_FAILED, "maxCost");
+    }
+
+    // ------------------------------------------------------------------ the signed maximum cost
+
+    /// @notice The EntryPoint's maximum cost equal to the signed cap passes; one wei more reverts
+    ///         with both figures (the bundler reports AA33 with this reason).
+    function test_validatePaymasterUserOp_enforcesTheSignedMaxCost() public {
+        PackedUserOperation memory op = _op();
+        sponsor(op);
+        uint256 cap = maxCostOf(op);
+        (, uint256 validationData) = _validateAt(op, cap);
+        vm.assertEq(validationData & type(uint160).max, 0, "exactly the signed maximum is accepted");
+        (, validationData) = _validateAt(op, cap - 1);
+        vm.assertEq(validationData & type(uint160).max, 0, "below the signed maximum is accepted");
+
+        vm.expectRevert(
+            abi.encodeWithSelector(VerifyingPaymaster.CostAboveSignedMaximum.selector, cap + 1, cap)
+        );
+        _validateAt(op, cap + 1);
+    }
+
+    function testFuzz_validatePaymasterUserOp_refusesAnyCostAboveTheCap(uint256 signedCap, uint256 cost)
+        public
+    {
+        signedCap = bound(signedCap, 0, type(uint256).max - 1);
+        cost = bound(cost, signedCap + 1, type(uint256).max);
+        PackedUserOperation memory op = _op();
+        sponsorWith(op, SPONSOR_KEY, uint48(block.timestamp + 1 hours), 0, signedCap);
+        vm.expectRevert(
+            abi.encodeWithSelector(VerifyingPaymaster.CostAboveSignedMaximum.selector, cost, signedCap)
+        );
+        _validateAt(op, cost);
+    }
+
+    /// @notice The cap is enforced before the signature is even looked at, so a forged signature
+    ///         with a huge cap still meets only the signature check (AA34), never a payout.
+    function test_validatePaymasterUserOp_capAppliesWhateverTheSigner() public {
+        PackedUserOperation memory op = _op();
+        sponsorWith(op, OTHER_KEY, uint48(block.timestamp + 1 hours), 0, 1);
+        vm.expectRevert(abi.encodeWithSelector(VerifyingPaymaster.CostAboveSignedMaximum.selector, 2, 1));
+        _validateAt(op, 2);
     }
 
     /// @notice The account's own signature is not part of what the sponsor signs.
@@ -120,7 +167,10 @@ contract PaymasterTest is ClusterFixture {
     function test_validatePaymasterUserOp_missingOrMalformedSignatureFails() public {
         PackedUserOperation memory op = _op();
         op.paymasterAndData = abi.encodePacked(
-            address(paymaster), uint128(200_000), uint128(0), abi.encode(uint48(0), uint48(0))
+            address(paymaster),
+            uint128(200_000),
+            uint128(0),
+            abi.encode(uint48(0), uint48(0), type(uint256).max)
         );
         vm.assertEq(op.paymasterAndData.length, SIGNATURE_OFFSET, "no signature at all");
         vm.assertEq(_sigFailed(op), SIG_FAILED, "empty signature");
@@ -167,9 +217,9 @@ contract PaymasterTest is ClusterFixture {
         PackedUserOperation memory op = _op();
         sponsor(op);
         uint48 validUntil = uint48(block.timestamp + 1 hours);
-        bytes32 here = paymaster.getHash(op, validUntil, 0);
+        bytes32 here = paymaster.getHash(op, validUntil, 0, maxCostOf(op));
         vm.chainId(block.chainid + 1);
-        bytes32 there = paymaster.getHash(op, validUntil, 0);
+        bytes32 there = paymaster.getHash(op, validUntil, 0, maxCostOf(op));
         vm.assertNotEq(here, there, "chain id is bound");
         vm.assertEq(_sigFailed(op), SIG_FAILED, "replayed on another chain");
     }
@@ -179,14 +229,41 @@ contract PaymasterTest is ClusterFixture {
         VerifyingPaymaster twin = new VerifyingPaymaster(entryPoint, operator, vm.addr(SPONSOR_KEY));
         PackedUserOperation memory op = _op();
         sponsor(op);
-        vm.assertNotEq(paymaster.getHash(op, 1, 0), twin.getHash(op, 1, 0), "paymaster address is bound");
+        vm.assertNotEq(
+            paymaster.getHash(op, 1, 0, 1), twin.getHash(op, 1, 0, 1), "paymaster address is bound"
+        );
     }
 
     function test_getHash_bindsTheWindow() public view {
         PackedUserOperation memory op = _op();
         sponsor(op);
-        vm.assertNotEq(paymaster.getHash(op, 2, 1), paymaster.getHash(op, 2, 0), "validAfter");
-        vm.assertNotEq(paymaster.getHash(op, 2, 1), paymaster.getHash(op, 3, 1), "validUntil");
+        vm.assertNotEq(paymaster.getHash(op, 2, 1, 5), paymaster.getHash(op, 2, 0, 5), "validAfter");
+        vm.assertNotEq(paymaster.getHash(op, 2, 1, 5), paymaster.getHash(op, 3, 1, 5), "validUntil");
+        vm.assertNotEq(paymaster.getHash(op, 2, 1, 5), paymaster.getHash(op, 2, 1, 6), "maxCost");
+    }
+
+    /// @notice The layout the Rust gas manager builds: today's hash with maxCost as the last item.
+    function test_getHash_isTheDocumentedEncoding() public view {
+        PackedUserOperation memory op = _op();
+        sponsor(op);
+        bytes32 expected = keccak256(
+            abi.encode(
+                op.sender,
+                op.nonce,
+                keccak256(op.initCode),
+                keccak256(op.callData),
+                op.accountGasLimits,
+                bytes32((uint256(200_000) << 128) | 0),
+                op.preVerificationGas,
+                op.gasFees,
+                block.chainid,
+                address(paymaster),
+                uint48(7),
+                uint48(3),
+                uint256(11)
+            )
+        );
+        vm.assertEq(paymaster.getHash(op, 7, 3, 11), expected, "hash layout");
     }
 
     // ------------------------------------------------------------------ parsePaymasterAndData
@@ -194,16 +271,23 @@ contract PaymasterTest is ClusterFixture {
     function testFuzz_parsePaymasterAndData_roundTrip(
         uint48 validUntil,
         uint48 validAfter,
+        uint256 maxCost,
         uint128 verificationGas,
         uint128 postOpGas,
         bytes memory signature
     ) public view {
         bytes memory data = abi.encodePacked(
-            address(paymaster), verificationGas, postOpGas, abi.encode(validUntil, validAfter), signature
+            address(paymaster),
+            verificationGas,
+            postOpGas,
+            abi.encode(validUntil, validAfter, maxCost),
+            signature
         );
-        (uint48 gotUntil, uint48 gotAfter, bytes memory gotSignature) = paymaster.parsePaymasterAndData(data);
+        (uint48 gotUntil, uint48 gotAfter, uint256 gotMaxCost, bytes memory gotSignature) =
+            paymaster.parsePaymasterAndData(data);
         vm.assertEq(gotUntil, validUntil, "validUntil");
         vm.assertEq(gotAfter, validAfter, "validAfter");
+        vm.assertEq(gotMaxCost, maxCost, "maxCost");
         vm.assertEq(gotSignature, signature, "signature");
     }
 
@@ -355,25 +439,20 @@ contract PaymasterTest is ClusterFixture {
         return baseOp(makeNode("node-pm").account, hex"b61d27f6");
     }
 
-    /// @notice Like the fixture's sponsor(), with any signer and window.
-    function _sponsorWith(PackedUserOperation memory op, uint256 key, uint48 validUntil, uint48 validAfter)
-        private
-        view
-    {
-        op.paymasterAndData = abi.encodePacked(
-            address(paymaster), uint128(200_000), uint128(0), abi.encode(validUntil, validAfter)
-        );
-        bytes32 hash = paymaster.getHash(op, validUntil, validAfter);
-        op.paymasterAndData =
-            abi.encodePacked(op.paymasterAndData, signEth(key, Signatures.ethSignedHash(hash)));
-    }
-
     function _validate(PackedUserOperation memory op)
         private
         returns (bytes memory context, uint256 validationData)
     {
+        return _validateAt(op, 0);
+    }
+
+    /// @notice Validation as the EntryPoint calls it, with `maxCost` as the operation's maximum cost.
+    function _validateAt(PackedUserOperation memory op, uint256 maxCost)
+        private
+        returns (bytes memory context, uint256 validationData)
+    {
         vm.prank(ENTRY_POINT);
-        return paymaster.validatePaymasterUserOp(op, bytes32(0), 0);
+        return paymaster.validatePaymasterUserOp(op, bytes32(0), maxCost);
     }
 
     /// @notice The sigFailed bit (the low 160 bits of validationData).

@@ -3,6 +3,7 @@ pragma solidity ^0.8.28;
 
 import {LibDiamond} from "../contracts/diamond/LibDiamond.sol";
 import {DstackProof, Member, MemberStatus, NodeKeys} from "../contracts/lib/ClusterTypes.sol";
+import {ProofStatus} from "../contracts/lib/DstackProofLib.sol";
 import {RegistrationDigest} from "../contracts/lib/RegistrationDigest.sol";
 import {IMemberFacet} from "../contracts/member/IMemberFacet.sol";
 import {IAppAuth} from "../contracts/registration/IAppAuth.sol";
@@ -11,6 +12,7 @@ import {ClusterFixture} from "./utils/ClusterFixture.sol";
 
 /// @notice dstack_register, allowlists and the IAppAuth boot gate.
 contract RegistrationTest is ClusterFixture {
+    bytes32 internal constant DEVICE_1 = "device-1";
     IRegistrationFacet internal registration;
     IMemberFacet internal members;
 
@@ -156,7 +158,39 @@ contract RegistrationTest is ClusterFixture {
         DstackProof memory p = proofFor(n);
         p.appSignature = p.kmsSignature;
         vm.prank(n.account);
-        vm.expectRevert();
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                IRegistrationFacet.InvalidDstackProof.selector, ProofStatus.AppSignatureInvalid
+            )
+        );
+        registration.dstack_register(p, n.keys);
+    }
+
+    /// @notice Registration pins the GetKey purpose: a chain the KMS really issued (allowlisted
+    ///         root, right account and binding) for another purpose proves no owner key.
+    function test_RevertWhen_dstack_register_otherPurpose() public {
+        Node memory n = addNode("node-a");
+        bytes32 digest = RegistrationDigest.compute(block.chainid, cluster, n.account, n.keys);
+        DstackProof memory p = chainedProof(n, digest, "attestmesh-identity", KMS_ROOT_KEY);
+        vm.prank(n.account);
+        vm.expectRevert(
+            abi.encodeWithSelector(IRegistrationFacet.ProofPurposeMismatch.selector, "attestmesh-identity")
+        );
+        registration.dstack_register(p, n.keys);
+        vm.assertEq(members.memberCount(), 0, "nobody registered");
+    }
+
+    /// @notice An attacker's own KMS root signs a perfectly formed chain for an allowlisted account:
+    ///         registration refuses the root (this is what a self-paid bootstrap could not foresee).
+    function test_RevertWhen_dstack_register_attackerKmsRoot() public {
+        Node memory n = addNode("node-a");
+        uint256 attackerRoot = uint256(keccak256("attacker kms root"));
+        bytes32 digest = RegistrationDigest.compute(block.chainid, cluster, n.account, n.keys);
+        DstackProof memory p = chainedProof(n, digest, OWNER_PURPOSE, attackerRoot);
+        vm.prank(n.account);
+        vm.expectRevert(
+            abi.encodeWithSelector(IRegistrationFacet.KmsRootNotAllowed.selector, vm.addr(attackerRoot))
+        );
         registration.dstack_register(p, n.keys);
     }
 
@@ -234,12 +268,19 @@ contract RegistrationTest is ClusterFixture {
     function bootInfo(address appId) internal pure returns (IAppAuth.AppBootInfo memory info) {
         info.appId = appId;
         info.composeHash = COMPOSE_HASH;
-        info.deviceId = bytes32("device-1");
+        info.instanceId = address(0x1457);
+        info.deviceId = DEVICE_1;
         info.tcbStatus = "UpToDate";
+    }
+
+    function allowDevice1() internal {
+        vm.prank(operator);
+        registration.setDeviceAllowed(DEVICE_1, true);
     }
 
     function test_isAppAllowed_allowlistedAccountComposeAndDevice() public {
         Node memory n = addNode("node-a");
+        allowDevice1();
         (bool ok, string memory reason) = registration.isAppAllowed(bootInfo(n.account));
         vm.assertTrue(ok, "allowed");
         vm.assertEq(reason, "", "no reason");
@@ -261,15 +302,19 @@ contract RegistrationTest is ClusterFixture {
         vm.assertFalse(ok, "compose hash");
         vm.assertEq(reason, "compose hash not allowed", "reason");
 
-        vm.prank(operator);
-        registration.setAllowAnyDevice(false);
+        // The fixture's cluster did not opt into "any device".
         (ok, reason) = registration.isAppAllowed(bootInfo(n.account));
         vm.assertFalse(ok, "device");
         vm.assertEq(reason, "device not allowed", "reason");
-        vm.prank(operator);
-        registration.setDeviceAllowed(bytes32("device-1"), true);
+        allowDevice1();
         (ok,) = registration.isAppAllowed(bootInfo(n.account));
         vm.assertTrue(ok, "device allowlisted");
+        vm.prank(operator);
+        registration.setDeviceAllowed(DEVICE_1, false);
+        vm.prank(operator);
+        registration.setAllowAnyDevice(true);
+        (ok,) = registration.isAppAllowed(bootInfo(n.account));
+        vm.assertTrue(ok, "any device, once the operator opts in");
 
         uint64 id = registerDirect(n);
         vm.prank(operator);
@@ -277,5 +322,127 @@ contract RegistrationTest is ClusterFixture {
         (ok, reason) = registration.isAppAllowed(bootInfo(n.account));
         vm.assertFalse(ok, "revoked");
         vm.assertEq(reason, "member account is revoked", "reason");
+    }
+
+    // ------------------------------------------------------------------ the TEE's health (TCB)
+
+    function test_isAppAllowed_refusesATcbStatusOtherThanUpToDate() public {
+        Node memory n = addNode("node-a");
+        allowDevice1();
+        string[4] memory statuses = ["OutOfDate", "SWHardeningNeeded", "Revoked", "uptodate"];
+        for (uint256 i = 0; i < statuses.length; ++i) {
+            IAppAuth.AppBootInfo memory info = bootInfo(n.account);
+            info.tcbStatus = statuses[i];
+            (bool ok, string memory reason) = registration.isAppAllowed(info);
+            vm.assertFalse(ok, statuses[i]);
+            vm.assertEq(reason, string.concat("TCB status ", statuses[i], " is not UpToDate"), "reason");
+        }
+        IAppAuth.AppBootInfo memory empty = bootInfo(n.account);
+        empty.tcbStatus = "";
+        (bool allowed, string memory why) = registration.isAppAllowed(empty);
+        vm.assertFalse(allowed, "no status at all");
+        vm.assertEq(why, "TCB status  is not UpToDate", "reason");
+        // The member account, which the KMS asks, gives the same answer.
+        IAppAuth.AppBootInfo memory outOfDate = bootInfo(n.account);
+        outOfDate.tcbStatus = "OutOfDate";
+        (allowed, why) = IAppAuth(n.account).isAppAllowed(outOfDate);
+        vm.assertFalse(allowed, "through the member account");
+        vm.assertEq(why, "TCB status OutOfDate is not UpToDate", "reason");
+    }
+
+    function test_isAppAllowed_advisoriesOnlyFromTheGraceList() public {
+        Node memory n = addNode("node-a");
+        allowDevice1();
+        IAppAuth.AppBootInfo memory info = bootInfo(n.account);
+        info.advisoryIds = new string[](2);
+        info.advisoryIds[0] = "INTEL-SA-00837";
+        info.advisoryIds[1] = "INTEL-SA-00615";
+        (bool ok, string memory reason) = registration.isAppAllowed(info);
+        vm.assertFalse(ok, "no grace by default");
+        vm.assertEq(reason, "advisory INTEL-SA-00837 is not on the grace list", "names the first");
+
+        vm.expectEmit(cluster);
+        emit IRegistrationFacet.AdvisoryAllowed(keccak256("INTEL-SA-00837"), "INTEL-SA-00837", true);
+        vm.prank(operator);
+        registration.setAdvisoryAllowed("INTEL-SA-00837", true);
+        (ok, reason) = registration.isAppAllowed(info);
+        vm.assertFalse(ok, "one advisory still outside the list");
+        vm.assertEq(reason, "advisory INTEL-SA-00615 is not on the grace list", "names the second");
+
+        vm.prank(operator);
+        registration.setAdvisoryAllowed("INTEL-SA-00615", true);
+        (ok, reason) = registration.isAppAllowed(info);
+        vm.assertTrue(ok, "both on the grace list");
+        vm.assertEq(reason, "", "no reason");
+        vm.assertTrue(registration.isAdvisoryAllowed("INTEL-SA-00615"), "listed");
+        (string memory required, string[] memory graced) = registration.tcbPolicy();
+        vm.assertEq(required, "UpToDate", "required status");
+        vm.assertEq(graced.length, 2, "two advisories");
+        vm.assertEq(graced[0], "INTEL-SA-00837", "first");
+        vm.assertEq(graced[1], "INTEL-SA-00615", "second");
+
+        // The grace list does not excuse the status itself.
+        info.tcbStatus = "OutOfDate";
+        (ok, reason) = registration.isAppAllowed(info);
+        vm.assertFalse(ok, "status still required");
+        vm.assertEq(reason, "TCB status OutOfDate is not UpToDate", "reason");
+
+        vm.expectEmit(cluster);
+        emit IRegistrationFacet.AdvisoryAllowed(keccak256("INTEL-SA-00837"), "INTEL-SA-00837", false);
+        vm.prank(operator);
+        registration.setAdvisoryAllowed("INTEL-SA-00837", false);
+        info.tcbStatus = "UpToDate";
+        (ok, reason) = registration.isAppAllowed(info);
+        vm.assertFalse(ok, "taken off the list");
+        vm.assertEq(reason, "advisory INTEL-SA-00837 is not on the grace list", "reason");
+        vm.assertFalse(registration.isAdvisoryAllowed("INTEL-SA-00837"), "not listed");
+        (, graced) = registration.tcbPolicy();
+        vm.assertEq(graced.length, 1, "one advisory left");
+        vm.assertEq(graced[0], "INTEL-SA-00615", "the other");
+    }
+
+    function test_isAppAllowed_refusesAnotherInstanceOnceOneIsPinned() public {
+        Node memory n = addNode("node-a");
+        allowDevice1();
+        address instance = address(0x1457);
+        vm.assertEq(registration.pinnedInstance(n.account), address(0), "unpinned by default");
+
+        vm.expectEmit(cluster);
+        emit IRegistrationFacet.InstancePinned(n.account, instance);
+        vm.prank(operator);
+        registration.setInstancePinned(n.account, instance);
+        vm.assertEq(registration.pinnedInstance(n.account), instance, "pinned");
+        (bool ok,) = registration.isAppAllowed(bootInfo(n.account));
+        vm.assertTrue(ok, "the pinned instance boots");
+
+        IAppAuth.AppBootInfo memory other = bootInfo(n.account);
+        other.instanceId = address(0xC10E);
+        string memory reason;
+        (ok, reason) = registration.isAppAllowed(other);
+        vm.assertFalse(ok, "another instance");
+        vm.assertEq(reason, "instance not pinned for this app id", "reason");
+
+        vm.prank(operator);
+        registration.setInstancePinned(n.account, address(0));
+        (ok,) = registration.isAppAllowed(other);
+        vm.assertTrue(ok, "unpinned again: any instance");
+    }
+
+    function test_RevertWhen_tcbPolicySetters_callerIsNotOwnerOrInputIsEmpty() public {
+        address stranger = address(0x5757);
+        bytes memory err = abi.encodeWithSelector(LibDiamond.NotContractOwner.selector, stranger, operator);
+        vm.startPrank(stranger);
+        vm.expectRevert(err);
+        registration.setAdvisoryAllowed("INTEL-SA-00837", true);
+        vm.expectRevert(err);
+        registration.setInstancePinned(address(0xA99), address(1));
+        vm.stopPrank();
+
+        vm.startPrank(operator);
+        vm.expectRevert(IRegistrationFacet.EmptyAdvisoryId.selector);
+        registration.setAdvisoryAllowed("", true);
+        vm.expectRevert(IRegistrationFacet.ZeroAddress.selector);
+        registration.setInstancePinned(address(0), address(1));
+        vm.stopPrank();
     }
 }

@@ -3,6 +3,7 @@ pragma solidity ^0.8.28;
 
 import {IMemberAccount} from "../contracts/account/IMemberAccount.sol";
 import {DstackProof, Envelope} from "../contracts/lib/ClusterTypes.sol";
+import {RegistrationDigest} from "../contracts/lib/RegistrationDigest.sol";
 import {IMemberFacet} from "../contracts/member/IMemberFacet.sol";
 import {IMessageFacet} from "../contracts/message/IMessageFacet.sol";
 import {IRegistrationFacet} from "../contracts/registration/IRegistrationFacet.sol";
@@ -129,6 +130,36 @@ contract SponsorshipTest is ClusterFixture {
         assertDecision(n.account, registerCall(n), false, "KMS root is not allowlisted");
     }
 
+    /// @notice The owner pays its own withdrawals: a sponsored one would hand the paymaster's
+    ///         deposit to the member (it pays the gas, the member keeps its own deposit).
+    function test_checkSponsorship_neverSponsorsWithdrawDepositTo() public {
+        Node memory a = addNode("node-a");
+        registerDirect(a);
+        assertDecision(
+            a.account,
+            abi.encodeCall(IMemberAccount.withdrawDepositTo, (payable(a.account), 1 ether)),
+            false,
+            "only member-account register and execute are sponsored (register, execute, executeBatch; never withdrawDepositTo)"
+        );
+    }
+
+    /// @notice A chain the KMS really issued, but for another GetKey purpose, is no owner key.
+    function test_checkSponsorship_deniesAProofForAnotherPurpose() public {
+        Node memory n = addNode("node-a");
+        bytes32 digest = RegistrationDigest.compute(block.chainid, cluster, n.account, n.keys);
+        DstackProof memory p = chainedProof(n, digest, "attestmesh-identity", KMS_ROOT_KEY);
+        assertDecision(n.account, registerCall(p, n), false, "proof purpose is not attestmesh-owner");
+    }
+
+    /// @notice A chain under a KMS root the cluster does not trust (e.g. an attacker's own) is refused,
+    ///         so no paymaster ever signs the bootstrap it would take to spend a pre-funded account.
+    function test_checkSponsorship_deniesAProofUnderAnotherKmsRoot() public {
+        Node memory n = addNode("node-a");
+        bytes32 digest = RegistrationDigest.compute(block.chainid, cluster, n.account, n.keys);
+        DstackProof memory p = chainedProof(n, digest, OWNER_PURPOSE, uint256(keccak256("attacker kms root")));
+        assertDecision(n.account, registerCall(p, n), false, "KMS root is not allowlisted");
+    }
+
     function test_checkSponsorship_deniesMessageSignedByAnotherKey() public {
         Node memory n = addNode("node-a");
         DstackProof memory p = proofFor(n);
@@ -218,7 +249,7 @@ contract SponsorshipTest is ClusterFixture {
             a.account,
             hex"deadbeef",
             false,
-            "only member-account register and execute are sponsored (execute or executeBatch)"
+            "only member-account register and execute are sponsored (register, execute, executeBatch; never withdrawDepositTo)"
         );
         assertDecision(
             a.account,

@@ -28,6 +28,11 @@ interface IMemberAccount {
     ///         data of the first call that fails, undoing the calls before it.
     function executeBatch(bytes[] calldata calls) external returns (bytes[] memory results);
 
+    /// @notice Withdraws `amount` of this account's EntryPoint deposit to `to`. Only through the
+    ///         EntryPoint, in an operation the registered owner signed; never sponsored (the owner
+    ///         pays its gas from the deposit or the account's ETH).
+    function withdrawDepositTo(address payable to, uint256 amount) external;
+
     /// @notice The cluster diamond this account belongs to.
     function cluster() external view returns (address);
 

@@ -15,10 +15,13 @@ import {IMemberAccount} from "./IMemberAccount.sol";
 /// @title MemberAccount
 /// @notice One node's ERC-4337 v0.7 account. Before registration it validates exactly one kind of
 ///         operation, the bootstrap `register`, signed by the derived key that the proof inside its
-///         calldata attests; afterwards the derived key owns it.
+///         calldata attests, and only when a paymaster pays for it; afterwards the derived key owns it.
 /// @dev Validation is signature math only (ecrecover, modexp) plus this account's own storage, as
 ///      the ERC-7562 rules enforced by production bundlers require. Allowlists (KMS root, app id)
 ///      are enforced at execution by the diamond and by the sponsorship policy before a paymaster signs.
+///      That is why `register` must be sponsored: validation cannot see the KMS-root allowlist, so a
+///      self-paid registration would let anyone holding a proof under their own KMS root spend this
+///      account's ETH on gas for an operation that reverts in execution.
 contract MemberAccount is IAccount, IMemberAccount, IAppAuth {
     uint256 internal constant SIG_VALIDATION_SUCCESS = 0;
     uint256 internal constant SIG_VALIDATION_FAILED = 1;
@@ -46,7 +49,17 @@ contract MemberAccount is IAccount, IMemberAccount, IAppAuth {
         bytes32 userOpHash,
         uint256 missingAccountFunds
     ) external override onlyEntryPoint returns (uint256 validationData) {
-        validationData = _validate(userOp, userOpHash);
+        if (userOp.callData.length < 4) return SIG_VALIDATION_FAILED;
+        bytes4 selector = bytes4(userOp.callData[:4]);
+        // `register` is paid by a paymaster or not at all. Without one it would pay from this
+        // account (its ETH, or its EntryPoint deposit, where missingAccountFunds is 0), and the
+        // KMS-root allowlist that would refuse it is out of validation's reach (ERC-7562): anyone
+        // with a proof under their own KMS root could burn the account's funds at their own fees.
+        // Refused before paying anything; the EntryPoint reports AA21 (nothing paid) or AA24.
+        if (selector == IMemberAccount.register.selector && userOp.paymasterAndData.length == 0) {
+            return SIG_VALIDATION_FAILED;
+        }
+        validationData = _validate(userOp, userOpHash, selector);
         if (missingAccountFunds > 0) {
             // Sponsored operations never get here (the paymaster pays); an unsponsored one pays its
             // prefund. A failed transfer is the EntryPoint's to detect (AA21).
@@ -93,6 +106,12 @@ contract MemberAccount is IAccount, IMemberAccount, IAppAuth {
         }
     }
 
+    /// @inheritdoc IMemberAccount
+    function withdrawDepositTo(address payable to, uint256 amount) external override onlyEntryPoint {
+        if (owner == address(0)) revert NotRegistered();
+        entryPoint.withdrawTo(to, amount);
+    }
+
     /// @notice dstack's KMS asks the app's auth contract (this account, whose address is the app
     ///         id) before releasing keys; the cluster holds the policy.
     function isAppAllowed(AppBootInfo calldata bootInfo)
@@ -104,7 +123,8 @@ contract MemberAccount is IAccount, IMemberAccount, IAppAuth {
         return IAppAuth(cluster).isAppAllowed(bootInfo);
     }
 
-    /// @notice Accepts ETH so an operator may pre-fund an unsponsored account.
+    /// @notice Accepts ETH (e.g. the EntryPoint's withdrawals). Only the owner's own operations
+    ///         (`execute`, `executeBatch`, `withdrawDepositTo` without a paymaster) ever spend it.
     receive() external payable {}
 
     /// @dev Bubbles the cluster's revert data unchanged, so callers decode the facet's own error.
@@ -118,18 +138,17 @@ contract MemberAccount is IAccount, IMemberAccount, IAppAuth {
         }
     }
 
-    function _validate(PackedUserOperation calldata userOp, bytes32 userOpHash)
+    function _validate(PackedUserOperation calldata userOp, bytes32 userOpHash, bytes4 selector)
         private
         view
         returns (uint256)
     {
-        if (userOp.callData.length < 4) return SIG_VALIDATION_FAILED;
-        bytes4 selector = bytes4(userOp.callData[:4]);
         address expectedSigner;
         if (selector == IMemberAccount.register.selector) {
             expectedSigner = _bootstrapSigner(userOp.callData[4:]);
         } else if (
             selector == IMemberAccount.execute.selector || selector == IMemberAccount.executeBatch.selector
+                || selector == IMemberAccount.withdrawDepositTo.selector
         ) {
             expectedSigner = owner;
         }
@@ -142,6 +161,7 @@ contract MemberAccount is IAccount, IMemberAccount, IAppAuth {
     function _bootstrapSigner(bytes calldata args) private view returns (address) {
         (DstackProof memory proof, NodeKeys memory keys) = abi.decode(args, (DstackProof, NodeKeys));
         if (proof.appId != address(this)) return address(0);
+        if (!DstackProofLib.hasOwnerPurpose(proof)) return address(0);
         if (proof.messageHash != RegistrationDigest.compute(block.chainid, cluster, address(this), keys)) {
             return address(0);
         }

@@ -74,7 +74,7 @@ library ClusterFacets {
     }
 
     function registrationSelectors() internal pure returns (bytes4[] memory s) {
-        s = new bytes4[](16);
+        s = new bytes4[](21);
         s[0] = IRegistrationFacet.dstack_register.selector;
         s[1] = IRegistrationFacet.verifyDstackProof.selector;
         s[2] = IRegistrationFacet.registrationDigest.selector;
@@ -91,6 +91,11 @@ library ClusterFacets {
         s[13] = IRegistrationFacet.appIds.selector;
         s[14] = IRegistrationFacet.isKmsRootAllowed.selector;
         s[15] = IRegistrationFacet.isAppIdAllowed.selector;
+        s[16] = IRegistrationFacet.setAdvisoryAllowed.selector;
+        s[17] = IRegistrationFacet.setInstancePinned.selector;
+        s[18] = IRegistrationFacet.isAdvisoryAllowed.selector;
+        s[19] = IRegistrationFacet.pinnedInstance.selector;
+        s[20] = IRegistrationFacet.tcbPolicy.selector;
     }
 
     function messageSelectors() internal pure returns (bytes4[] memory s) {

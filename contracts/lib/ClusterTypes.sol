@@ -64,7 +64,8 @@ struct Member {
 /// @param meshPrefixLength The CIDR prefix length, 8..30.
 /// @param kmsRoots dstack KMS root addresses whose signature chains are accepted.
 /// @param composeHashes dstack compose hashes allowed to boot (IAppAuth boot gate).
-/// @param allowAnyDevice When false, only allowlisted dstack device ids may boot.
+/// @param allowAnyDevice When false, only allowlisted dstack device ids may boot. An explicit opt-in:
+///        nothing on chain defaults it to true (the factory stores what the creator passes).
 struct ClusterConfig {
     address owner;
     uint32 meshNetwork;

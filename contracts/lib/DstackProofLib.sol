@@ -20,6 +20,15 @@ enum ProofStatus {
 ///         so that the same code runs inside ERC-4337 validation and in the diamond.
 library DstackProofLib {
     bytes internal constant KMS_ISSUED_PREFIX = "dstack-kms-issued:";
+    /// @notice The GetKey purpose of a node's owner key (the key whose chain registers it). A chain
+    ///         issued for any other purpose proves a key meant for something else.
+    string internal constant OWNER_PURPOSE = "attestmesh-owner";
+    bytes32 internal constant OWNER_PURPOSE_HASH = keccak256(bytes(OWNER_PURPOSE));
+
+    /// @notice Whether the proof's GetKey purpose is the owner-key purpose (pure: allowed in validation).
+    function hasOwnerPurpose(DstackProof memory proof) internal pure returns (bool) {
+        return keccak256(bytes(proof.purpose)) == OWNER_PURPOSE_HASH;
+    }
 
     /// @notice Checks every link of the chain: derived key -> message, app key -> derived key,
     ///         KMS root -> (app id, app key). Allowlists are the caller's business.

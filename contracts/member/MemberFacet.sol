@@ -11,14 +11,14 @@ import {MemberStorage} from "./MemberStorage.sol";
 contract MemberFacet is IMemberFacet {
     /// @inheritdoc IMemberFacet
     function getMember(uint64 memberId) external view override returns (Member memory) {
-        return MemberStorage.get(memberId);
+        return MemberStorage.load(memberId);
     }
 
     /// @inheritdoc IMemberFacet
     function getMemberByAccount(address account) external view override returns (Member memory) {
         uint64 id = MemberStorage.idOf(account);
         if (id == 0) revert NotAMember(account);
-        return MemberStorage.get(id);
+        return MemberStorage.load(id);
     }
 
     /// @inheritdoc IMemberFacet
@@ -55,7 +55,7 @@ contract MemberFacet is IMemberFacet {
         uint64 count = limit < available ? limit : available;
         result = new Member[](count);
         for (uint64 i = 0; i < count; ++i) {
-            result[i] = l.members[fromId + i];
+            result[i] = MemberStorage.loadUnchecked(fromId + i);
         }
     }
 
@@ -65,13 +65,16 @@ contract MemberFacet is IMemberFacet {
         result = new Member[](l.activeCount);
         uint256 next = 0;
         for (uint64 id = 1; id <= l.memberCount; ++id) {
-            if (l.members[id].status == MemberStatus.Active) result[next++] = l.members[id];
+            if (l.members[id].status == MemberStatus.Active) {
+                result[next++] = MemberStorage.loadUnchecked(id);
+            }
         }
     }
 
     /// @inheritdoc IMemberFacet
     function meshIpOf(uint64 memberId) external view override returns (uint32) {
-        return MemberStorage.get(memberId).meshIp;
+        if (MemberStorage.status(memberId) == MemberStatus.None) revert UnknownMember(memberId);
+        return MemberStorage.meshIpFor(memberId);
     }
 
     /// @inheritdoc IMemberFacet
@@ -109,10 +112,6 @@ contract MemberFacet is IMemberFacet {
     /// @inheritdoc IMemberFacet
     function revokeMember(uint64 memberId) external override {
         LibDiamond.enforceIsOwner();
-        Member storage m = MemberStorage.get(memberId);
-        if (m.status != MemberStatus.Active) revert MemberNotActive(memberId);
-        m.status = MemberStatus.Revoked;
-        MemberStorage.layout().activeCount -= 1;
-        emit MemberRevoked(memberId, m.account);
+        emit MemberRevoked(memberId, MemberStorage.revoke(memberId));
     }
 }

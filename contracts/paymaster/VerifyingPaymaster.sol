@@ -8,15 +8,20 @@ import {Signatures} from "../lib/Signatures.sol";
 
 /// @title VerifyingPaymaster
 /// @notice Pays for UserOperations that the sponsor's signer approved off chain (after the
-///         sponsorship policy said yes). EntryPoint v0.7 semantics.
+///         sponsorship policy said yes), up to the maximum cost the sponsor signed. EntryPoint v0.7
+///         semantics.
 /// @dev paymasterAndData = paymaster (20) | verificationGasLimit (16) | postOpGasLimit (16)
-///      | abi.encode(uint48 validUntil, uint48 validAfter) (64) | signature (65).
+///      | abi.encode(uint48 validUntil, uint48 validAfter, uint256 maxCost) (96) | signature (65).
+///      `maxCost` caps what one sponsored operation may charge the deposit: the EntryPoint hands
+///      validation the operation's maximum possible cost (every gas limit, preVerificationGas
+///      included, times maxFeePerGas), and validation reverts when it exceeds the signed cap. So a
+///      member who got inflated gas fields signed cannot turn its own bundle into a payout.
 ///      The signer is immutable because ERC-7562 forbids an unstaked paymaster from reading its own
 ///      storage during validation; rotating it means deploying a new paymaster.
 contract VerifyingPaymaster is IPaymaster {
     uint256 internal constant SIG_VALIDATION_FAILED = 1;
     uint256 private constant VALIDITY_OFFSET = 52;
-    uint256 private constant SIGNATURE_OFFSET = 116;
+    uint256 private constant SIGNATURE_OFFSET = 148;
 
     /// @notice Only the EntryPoint may call.
     error OnlyEntryPoint(address caller);
@@ -26,6 +31,8 @@ contract VerifyingPaymaster is IPaymaster {
     error MalformedPaymasterData(uint256 length);
     /// @notice address(0) is not allowed here.
     error ZeroAddress();
+    /// @notice The operation may cost more (`maxCost`, from the EntryPoint) than the sponsor signed for.
+    error CostAboveSignedMaximum(uint256 maxCost, uint256 signedMaxCost);
 
     /// @notice Ownership changed.
     event OwnershipTransferred(address indexed previousOwner, address indexed newOwner);
@@ -52,13 +59,15 @@ contract VerifyingPaymaster is IPaymaster {
         _;
     }
 
-    /// @notice The hash the verifying signer signs (EIP-191) for `userOp` and a validity window.
-    ///         It binds the chain, this paymaster, the window, and every gas field of the operation.
-    function getHash(PackedUserOperation calldata userOp, uint48 validUntil, uint48 validAfter)
-        public
-        view
-        returns (bytes32)
-    {
+    /// @notice The hash the verifying signer signs (EIP-191) for `userOp`, a validity window and a
+    ///         maximum cost. It binds the chain, this paymaster, the window, the cap, and every gas
+    ///         field of the operation.
+    function getHash(
+        PackedUserOperation calldata userOp,
+        uint48 validUntil,
+        uint48 validAfter,
+        uint256 maxCost
+    ) public view returns (bytes32) {
         return keccak256(
             abi.encode(
                 userOp.sender,
@@ -72,37 +81,41 @@ contract VerifyingPaymaster is IPaymaster {
                 block.chainid,
                 address(this),
                 validUntil,
-                validAfter
+                validAfter,
+                maxCost
             )
         );
     }
 
-    /// @notice Splits paymasterAndData into its validity window and signature.
+    /// @notice Splits paymasterAndData into its validity window, maximum cost and signature.
     function parsePaymasterAndData(bytes calldata paymasterAndData)
         public
         pure
-        returns (uint48 validUntil, uint48 validAfter, bytes calldata signature)
+        returns (uint48 validUntil, uint48 validAfter, uint256 maxCost, bytes calldata signature)
     {
         if (paymasterAndData.length < SIGNATURE_OFFSET) {
             revert MalformedPaymasterData(paymasterAndData.length);
         }
-        (validUntil, validAfter) =
-            abi.decode(paymasterAndData[VALIDITY_OFFSET:SIGNATURE_OFFSET], (uint48, uint48));
+        (validUntil, validAfter, maxCost) =
+            abi.decode(paymasterAndData[VALIDITY_OFFSET:SIGNATURE_OFFSET], (uint48, uint48, uint256));
         signature = paymasterAndData[SIGNATURE_OFFSET:];
     }
 
     /// @inheritdoc IPaymaster
-    function validatePaymasterUserOp(PackedUserOperation calldata userOp, bytes32, uint256)
+    /// @dev Reverts CostAboveSignedMaximum (the bundler reports AA33 with it) when the operation's
+    ///      maximum cost exceeds the signed cap; a wrong signature is reported, not reverted (AA34).
+    function validatePaymasterUserOp(PackedUserOperation calldata userOp, bytes32, uint256 maxCost)
         external
         view
         override
         returns (bytes memory context, uint256 validationData)
     {
         if (msg.sender != address(entryPoint)) revert OnlyEntryPoint(msg.sender);
-        (uint48 validUntil, uint48 validAfter, bytes calldata signature) =
+        (uint48 validUntil, uint48 validAfter, uint256 signedMaxCost, bytes calldata signature) =
             parsePaymasterAndData(userOp.paymasterAndData);
+        if (maxCost > signedMaxCost) revert CostAboveSignedMaximum(maxCost, signedMaxCost);
         address signer = Signatures.tryRecover(
-            Signatures.ethSignedHash(getHash(userOp, validUntil, validAfter)), signature
+            Signatures.ethSignedHash(getHash(userOp, validUntil, validAfter, signedMaxCost)), signature
         );
         uint256 sigFailed = signer == verifyingSigner ? 0 : SIG_VALIDATION_FAILED;
         validationData = sigFailed | (uint256(validUntil) << 160) | (uint256(validAfter) << 208);

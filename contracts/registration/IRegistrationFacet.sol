@@ -18,6 +18,11 @@ interface IRegistrationFacet is IAppAuth {
     error InvalidDstackProof(ProofStatus status);
     /// @notice The KMS root that issued the app key is not allowlisted.
     error KmsRootNotAllowed(address kmsRoot);
+    /// @notice The proof's GetKey purpose is not "attestmesh-owner": the chain attests a key issued
+    ///         for something else, not the node's owner key.
+    error ProofPurposeMismatch(string purpose);
+    /// @notice An advisory id cannot be empty.
+    error EmptyAdvisoryId();
     /// @notice A revoked member cannot register again.
     error MemberAccountRevoked(uint64 memberId);
     /// @notice The account is a live member with other keys; one identity per account.
@@ -35,6 +40,10 @@ interface IRegistrationFacet is IAppAuth {
     event AllowAnyDeviceSet(bool allowAnyDevice);
     /// @notice A member account (dstack app id) was allowed or disallowed.
     event AppIdAllowed(address indexed appId, bool allowed);
+    /// @notice An advisory id (e.g. "INTEL-SA-00837") was put on or taken off the boot gate's grace list.
+    event AdvisoryAllowed(bytes32 indexed advisoryHash, string advisoryId, bool allowed);
+    /// @notice The instance an app id may boot as was pinned (address(0): unpinned).
+    event InstancePinned(address indexed appId, address instanceId);
 
     /// @notice Registers the calling member account from a dstack proof; restart-safe: the same
     ///         identity registering again returns its existing member id without a change.
@@ -44,7 +53,8 @@ interface IRegistrationFacet is IAppAuth {
         external
         returns (uint64 memberId, address signer);
 
-    /// @notice Verifies the signature chain of `proof` (reverts InvalidDstackProof); allowlists not applied.
+    /// @notice Verifies the signature chain of `proof` (reverts InvalidDstackProof) and its GetKey
+    ///         purpose (reverts ProofPurposeMismatch unless "attestmesh-owner"); allowlists not applied.
     function verifyDstackProof(DstackProof calldata proof)
         external
         view
@@ -68,6 +78,13 @@ interface IRegistrationFacet is IAppAuth {
     /// @notice Allows or disallows a member account / dstack app id (only the owner).
     function setAppIdAllowed(address appId, bool allowed) external;
 
+    /// @notice Puts an advisory id on the boot gate's grace list, or takes it off (only the owner).
+    ///         A boot reporting an advisory not on the list is refused.
+    function setAdvisoryAllowed(string calldata advisoryId, bool allowed) external;
+
+    /// @notice Pins the dstack instance id `appId` may boot as; address(0) unpins (only the owner).
+    function setInstancePinned(address appId, address instanceId) external;
+
     /// @notice The allowlisted KMS roots.
     function kmsRoots() external view returns (address[] memory);
 
@@ -88,4 +105,17 @@ interface IRegistrationFacet is IAppAuth {
 
     /// @notice Whether `appId` is allowlisted.
     function isAppIdAllowed(address appId) external view returns (bool);
+
+    /// @notice Whether `advisoryId` is on the grace list.
+    function isAdvisoryAllowed(string calldata advisoryId) external view returns (bool);
+
+    /// @notice The instance id `appId` is pinned to, or address(0) when any instance may boot.
+    function pinnedInstance(address appId) external view returns (address);
+
+    /// @notice The boot gate's TCB policy: the one TCB status it accepts ("UpToDate") and the
+    ///         advisory ids on the grace list.
+    function tcbPolicy()
+        external
+        view
+        returns (string memory requiredTcbStatus, string[] memory allowedAdvisoryIds);
 }

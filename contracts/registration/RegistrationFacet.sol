@@ -12,7 +12,8 @@ import {IRegistrationFacet} from "./IRegistrationFacet.sol";
 import {RegistrationCheck, RegistrationStorage, RegistrationVerdict} from "./RegistrationStorage.sol";
 
 /// @title RegistrationFacet
-/// @notice `dstack_register`, proof pre-flight, allowlists, and dstack's IAppAuth boot gate.
+/// @notice `dstack_register`, proof pre-flight, allowlists, and dstack's IAppAuth boot gate (which
+///         also checks the TEE's health: TCB status UpToDate, advisories only from the grace list).
 contract RegistrationFacet is IRegistrationFacet {
     using EnumerableSet for EnumerableSet.AddressSet;
     using EnumerableSet for EnumerableSet.Bytes32Set;
@@ -34,6 +35,7 @@ contract RegistrationFacet is IRegistrationFacet {
         if (verdict == RegistrationVerdict.BindingMismatch) {
             revert RegistrationBindingMismatch(check.expectedDigest, proof.messageHash);
         }
+        if (verdict == RegistrationVerdict.PurposeMismatch) revert ProofPurposeMismatch(proof.purpose);
         if (verdict == RegistrationVerdict.ProofInvalid) revert InvalidDstackProof(check.proofStatus);
         if (verdict == RegistrationVerdict.KmsRootNotAllowed) revert KmsRootNotAllowed(check.kmsRoot);
         if (verdict == RegistrationVerdict.MemberRevoked) revert MemberAccountRevoked(check.memberId);
@@ -50,6 +52,7 @@ contract RegistrationFacet is IRegistrationFacet {
         ProofStatus status;
         (status, derivedSigner, kmsRoot) = DstackProofLib.check(proof);
         if (status != ProofStatus.Valid) revert InvalidDstackProof(status);
+        if (!DstackProofLib.hasOwnerPurpose(proof)) revert ProofPurposeMismatch(proof.purpose);
     }
 
     /// @inheritdoc IRegistrationFacet
@@ -63,6 +66,9 @@ contract RegistrationFacet is IRegistrationFacet {
     }
 
     /// @inheritdoc IAppAuth
+    /// @dev Each refusal names its rule: app id, revocation, instance pin, compose hash, device,
+    ///      TCB status ("TCB status OutOfDate is not UpToDate"), advisory ("advisory INTEL-SA-00837
+    ///      is not on the grace list").
     function isAppAllowed(AppBootInfo calldata bootInfo)
         external
         view
@@ -77,9 +83,28 @@ contract RegistrationFacet is IRegistrationFacet {
         if (memberId != 0 && MemberStorage.status(memberId) == MemberStatus.Revoked) {
             return (false, "member account is revoked");
         }
+        address pinned = l.pinnedInstance[bootInfo.appId];
+        if (pinned != address(0) && pinned != bootInfo.instanceId) {
+            return (false, "instance not pinned for this app id");
+        }
         if (!l.composeHashes.contains(bootInfo.composeHash)) return (false, "compose hash not allowed");
         if (!l.allowAnyDevice && !l.deviceIds.contains(bootInfo.deviceId)) {
             return (false, "device not allowed");
+        }
+        if (keccak256(bytes(bootInfo.tcbStatus)) != keccak256(bytes(RegistrationStorage.REQUIRED_TCB_STATUS)))
+        {
+            return (
+                false,
+                string.concat(
+                    "TCB status ", bootInfo.tcbStatus, " is not ", RegistrationStorage.REQUIRED_TCB_STATUS
+                )
+            );
+        }
+        for (uint256 i = 0; i < bootInfo.advisoryIds.length; ++i) {
+            if (!l.advisoryHashes.contains(keccak256(bytes(bootInfo.advisoryIds[i])))) {
+                return
+                    (false, string.concat("advisory ", bootInfo.advisoryIds[i], " is not on the grace list"));
+            }
         }
         return (true, "");
     }
@@ -122,6 +147,28 @@ contract RegistrationFacet is IRegistrationFacet {
     }
 
     /// @inheritdoc IRegistrationFacet
+    function setAdvisoryAllowed(string calldata advisoryId, bool allowed) external override {
+        LibDiamond.enforceIsOwner();
+        if (bytes(advisoryId).length == 0) revert EmptyAdvisoryId();
+        RegistrationStorage.Layout storage l = RegistrationStorage.layout();
+        bytes32 advisoryHash = keccak256(bytes(advisoryId));
+        if (allowed) {
+            if (l.advisoryHashes.add(advisoryHash)) l.advisoryIdOf[advisoryHash] = advisoryId;
+        } else if (l.advisoryHashes.remove(advisoryHash)) {
+            delete l.advisoryIdOf[advisoryHash];
+        }
+        emit AdvisoryAllowed(advisoryHash, advisoryId, allowed);
+    }
+
+    /// @inheritdoc IRegistrationFacet
+    function setInstancePinned(address appId, address instanceId) external override {
+        LibDiamond.enforceIsOwner();
+        if (appId == address(0)) revert ZeroAddress();
+        RegistrationStorage.layout().pinnedInstance[appId] = instanceId;
+        emit InstancePinned(appId, instanceId);
+    }
+
+    /// @inheritdoc IRegistrationFacet
     function kmsRoots() external view override returns (address[] memory) {
         return RegistrationStorage.layout().kmsRoots.values();
     }
@@ -154,6 +201,32 @@ contract RegistrationFacet is IRegistrationFacet {
     /// @inheritdoc IRegistrationFacet
     function isAppIdAllowed(address appId) external view override returns (bool) {
         return RegistrationStorage.layout().appIds.contains(appId);
+    }
+
+    /// @inheritdoc IRegistrationFacet
+    function isAdvisoryAllowed(string calldata advisoryId) external view override returns (bool) {
+        return RegistrationStorage.layout().advisoryHashes.contains(keccak256(bytes(advisoryId)));
+    }
+
+    /// @inheritdoc IRegistrationFacet
+    function pinnedInstance(address appId) external view override returns (address) {
+        return RegistrationStorage.layout().pinnedInstance[appId];
+    }
+
+    /// @inheritdoc IRegistrationFacet
+    function tcbPolicy()
+        external
+        view
+        override
+        returns (string memory requiredTcbStatus, string[] memory allowedAdvisoryIds)
+    {
+        RegistrationStorage.Layout storage l = RegistrationStorage.layout();
+        bytes32[] memory hashes = l.advisoryHashes.values();
+        allowedAdvisoryIds = new string[](hashes.length);
+        for (uint256 i = 0; i < hashes.length; ++i) {
+            allowedAdvisoryIds[i] = l.advisoryIdOf[hashes[i]];
+        }
+        return (RegistrationStorage.REQUIRED_TCB_STATUS, allowedAdvisoryIds);
     }
 
     function _setAddress(EnumerableSet.AddressSet storage set, address value, bool allowed) private {

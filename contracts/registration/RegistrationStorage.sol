@@ -2,7 +2,7 @@
 pragma solidity ^0.8.28;
 
 import {EnumerableSet} from "@openzeppelin/contracts/utils/structs/EnumerableSet.sol";
-import {DstackProof, Member, MemberStatus, NodeKeys} from "../lib/ClusterTypes.sol";
+import {DstackProof, MemberStatus, NodeKeys} from "../lib/ClusterTypes.sol";
 import {DstackProofLib, ProofStatus} from "../lib/DstackProofLib.sol";
 import {RegistrationDigest} from "../lib/RegistrationDigest.sol";
 import {MemberStorage} from "../member/MemberStorage.sol";
@@ -16,6 +16,7 @@ enum RegistrationVerdict {
     AppIdNotAllowed,
     BindingMismatch,
     ProofInvalid,
+    PurposeMismatch,
     KmsRootNotAllowed,
     MemberRevoked,
     KeysMismatch
@@ -37,7 +38,8 @@ struct RegistrationCheck {
 }
 
 /// @title RegistrationStorage
-/// @notice Allowlists (KMS roots, compose hashes, devices, member accounts) and the registration check.
+/// @notice Allowlists (KMS roots, compose hashes, devices, member accounts), the boot gate's TCB
+///         policy (advisory grace list, per-account instance pins) and the registration check.
 library RegistrationStorage {
     using EnumerableSet for EnumerableSet.AddressSet;
     using EnumerableSet for EnumerableSet.Bytes32Set;
@@ -49,7 +51,15 @@ library RegistrationStorage {
         EnumerableSet.Bytes32Set deviceIds;
         EnumerableSet.AddressSet appIds;
         bool allowAnyDevice;
+        /// @dev keccak256 of each advisory id on the grace list; the ids themselves in advisoryIdOf.
+        EnumerableSet.Bytes32Set advisoryHashes;
+        mapping(bytes32 advisoryHash => string advisoryId) advisoryIdOf;
+        /// @dev address(0): any instance of the app id may boot.
+        mapping(address appId => address instanceId) pinnedInstance;
     }
+
+    /// @notice The only TCB status the boot gate accepts.
+    string internal constant REQUIRED_TCB_STATUS = "UpToDate";
 
     /// @dev keccak256(abi.encode(uint256(keccak256("attestmesh.storage.Registration")) - 1)) & ~bytes32(uint256(0xff))
     bytes32 internal constant STORAGE_SLOT =
@@ -69,7 +79,8 @@ library RegistrationStorage {
         returns (RegistrationCheck memory result)
     {
         Layout storage l = layout();
-        result.memberId = MemberStorage.idOf(account);
+        MemberStorage.AccountEntry storage entry = MemberStorage.layout().accounts[account];
+        result.memberId = entry.id;
         result.expectedDigest = RegistrationDigest.compute(block.chainid, address(this), account, keys);
         if (proof.appId != account) {
             result.verdict = RegistrationVerdict.AppIdMismatch;
@@ -88,6 +99,11 @@ library RegistrationStorage {
             result.verdict = RegistrationVerdict.ProofInvalid;
             return result;
         }
+        // A valid chain for another GetKey purpose attests a key issued for something else.
+        if (!DstackProofLib.hasOwnerPurpose(proof)) {
+            result.verdict = RegistrationVerdict.PurposeMismatch;
+            return result;
+        }
         if (!l.kmsRoots.contains(result.kmsRoot)) {
             result.verdict = RegistrationVerdict.KmsRootNotAllowed;
             return result;
@@ -96,10 +112,10 @@ library RegistrationStorage {
             result.verdict = RegistrationVerdict.NewMember;
             return result;
         }
-        Member storage existing = MemberStorage.layout().members[result.memberId];
+        MemberStorage.Record storage existing = MemberStorage.layout().members[result.memberId];
         if (existing.status == MemberStatus.Revoked) {
             result.verdict = RegistrationVerdict.MemberRevoked;
-        } else if (existing.signer == result.signer && _sameKeys(existing.keys, keys)) {
+        } else if (entry.signer == result.signer && _sameKeys(existing.keys, keys)) {
             result.verdict = RegistrationVerdict.AlreadyRegistered;
         } else {
             result.verdict = RegistrationVerdict.KeysMismatch;

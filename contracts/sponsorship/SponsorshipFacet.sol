@@ -55,7 +55,12 @@ contract SponsorshipFacet is ISponsorshipFacet {
         if (selector == IMemberAccount.executeBatch.selector) {
             return _checkExecuteBatch(sender, abi.decode(callData[4:], (bytes[])));
         }
-        return (false, "only member-account register and execute are sponsored (execute or executeBatch)");
+        // withdrawDepositTo (and anything else) is the owner's to pay: a sponsored withdrawal would
+        // turn the paymaster's deposit into the member's.
+        return (
+            false,
+            "only member-account register and execute are sponsored (register, execute, executeBatch; never withdrawDepositTo)"
+        );
     }
 
     function _checkRegistration(address sender, DstackProof memory proof, NodeKeys memory keys)
@@ -77,6 +82,9 @@ contract SponsorshipFacet is ISponsorshipFacet {
         }
         if (verdict == RegistrationVerdict.BindingMismatch) {
             return (false, "proof message hash does not bind this chain, cluster, account and keys");
+        }
+        if (verdict == RegistrationVerdict.PurposeMismatch) {
+            return (false, "proof purpose is not attestmesh-owner");
         }
         if (verdict == RegistrationVerdict.ProofInvalid) return (false, _proofReason(check.proofStatus));
         if (verdict == RegistrationVerdict.KmsRootNotAllowed) return (false, "KMS root is not allowlisted");

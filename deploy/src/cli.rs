@@ -12,7 +12,7 @@ use serde::Serialize;
 use tracing_subscriber::EnvFilter;
 use url::Url;
 
-use crate::deploy::{self, DeployOptions, Expectation};
+use crate::deploy::{self, DeployOptions, Expectation, WebhookRoute};
 use crate::deployments::{self, Deployments};
 use crate::dstack_kms;
 use crate::error::{DeployError, Result};
@@ -199,6 +199,39 @@ pub enum Command {
         #[arg(action = ArgAction::Set, value_parser = clap::value_parser!(bool))]
         allow: bool,
     },
+    /// Put a TCB advisory id (e.g. INTEL-SA-00837) on the boot gate's grace list, or take it
+    /// off with --remove. The gate admits only TCB status UpToDate, with advisories from this
+    /// list.
+    AllowAdvisory {
+        #[command(flatten)]
+        chain: ChainArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// The advisory id the TEE reports.
+        advisory_id: String,
+        /// Take it off the grace list instead.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Pin the dstack instance id a member account (= app id) may boot as, or --unpin it.
+    PinInstance {
+        #[command(flatten)]
+        chain: ChainArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// The member account (= dstack app id).
+        app_id: Address,
+        /// The only instance id it may boot as.
+        #[arg(required_unless_present = "unpin", conflicts_with = "unpin")]
+        instance_id: Option<Address>,
+        /// Let any instance of the app id boot again.
+        #[arg(long)]
+        unpin: bool,
+    },
     /// The member account (= dstack app id) a node will have, before it boots.
     PredictAccount {
         #[command(flatten)]
@@ -306,6 +339,13 @@ pub struct DeployArgs {
     /// Kill forge after this many seconds.
     #[arg(long = "forge-timeout-secs", default_value_t = crate::forge::DEFAULT_FORGE_TIMEOUT.as_secs())]
     pub forge_timeout_secs: u64,
+    /// The paymaster webhook's public URL (the one the gas manager calls). When given, deploy
+    /// runs the check-webhook checks first and refuses to send anything on a mismatch.
+    #[arg(long = "webhook-url", env = "ATTESTMESH_OPERATOR_WEBHOOK_URL")]
+    pub webhook_url: Option<Url>,
+    /// `<policyId>=<cluster>` the webhook must serve; repeatable (needs --webhook-url).
+    #[arg(long = "webhook-policy", requires = "webhook_url")]
+    pub webhook_policies: Vec<ExpectedPolicy>,
 }
 
 /// Flags of `create-cluster`.
@@ -333,8 +373,9 @@ pub struct CreateClusterArgs {
     /// A dstack compose hash allowed to boot; repeatable.
     #[arg(long = "compose-hash", num_args = 1..)]
     pub compose_hashes: Vec<B256>,
-    /// Whether any device may boot (false: only allowlisted device ids).
-    #[arg(long = "allow-any-device", action = ArgAction::Set, default_value_t = true)]
+    /// Let any device boot. Off by default: only device ids allowlisted with `allow device`
+    /// may boot, so an operator opts into "any device" explicitly.
+    #[arg(long = "allow-any-device")]
     pub allow_any_device: bool,
     /// The cluster's owner (default: the signer).
     #[arg(long)]
@@ -438,6 +479,10 @@ pub async fn execute(command: Command) -> Result<Output> {
                 deployments_file: args.deployments_file.clone(),
                 broadcast_dir: args.broadcast_dir.clone(),
                 forge_timeout: Duration::from_secs(args.forge_timeout_secs.max(1)),
+                webhook: args.webhook_url.clone().map(|url| WebhookRoute {
+                    url,
+                    expected_policies: args.webhook_policies.clone(),
+                }),
                 ..DeployOptions::new(
                     args.chain.rpc_url.clone(),
                     args.chain.expected_chain_id,
@@ -495,6 +540,27 @@ pub async fn execute(command: Command) -> Result<Output> {
         } => {
             let op = operator(&chain, Some(&signer)).await?;
             output(&operator::set_allow_any_device(&op, cluster.cluster, allow).await?)
+        }
+        Command::AllowAdvisory {
+            chain,
+            signer,
+            cluster,
+            advisory_id,
+            remove,
+        } => {
+            let op = operator(&chain, Some(&signer)).await?;
+            output(&operator::allow_advisory(&op, cluster.cluster, &advisory_id, !remove).await?)
+        }
+        Command::PinInstance {
+            chain,
+            signer,
+            cluster,
+            app_id,
+            instance_id,
+            unpin: _,
+        } => {
+            let op = operator(&chain, Some(&signer)).await?;
+            output(&operator::pin_instance(&op, cluster.cluster, app_id, instance_id).await?)
         }
         Command::PredictAccount {
             chain,

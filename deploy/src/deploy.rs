@@ -24,6 +24,7 @@ use crate::LOG_TARGET;
 use crate::deployments::{self, Deployments};
 use crate::error::{DeployError, Result};
 use crate::forge::{self, ScriptRun};
+use crate::webhook_check::{self, ExpectedPolicy, WebhookCheckReport};
 
 /// The deterministic CREATE2 deployer (Arachnid's) every anvil and Base have.
 pub const CREATE2_DEPLOYER: Address = address!("0x4e59b44847b379578588920cA78FbF26c0B4956C");
@@ -53,6 +54,16 @@ pub struct DeployOptions {
     /// Where forge writes broadcast records (default: the project's broadcast/).
     pub broadcast_dir: Option<PathBuf>,
     pub forge_timeout: Duration,
+    /// The paymaster webhook's public route: when set, deploy asserts it (the `check-webhook`
+    /// checks) before sending anything and fails on a mismatch (field note 4).
+    pub webhook: Option<WebhookRoute>,
+}
+
+/// The webhook route a deploy asserts, and the policy → cluster routes it must serve.
+#[derive(Debug, Clone)]
+pub struct WebhookRoute {
+    pub url: Url,
+    pub expected_policies: Vec<ExpectedPolicy>,
 }
 
 impl DeployOptions {
@@ -70,6 +81,7 @@ impl DeployOptions {
             forge: None,
             broadcast_dir: None,
             forge_timeout: forge::DEFAULT_FORGE_TIMEOUT,
+            webhook: None,
         }
     }
 }
@@ -87,6 +99,8 @@ pub struct DeployReport {
     pub factory_deploy_block: u64,
     pub paymaster_deposit_wei: String,
     pub deployment: Deployments,
+    /// The webhook route check, when a webhook URL was given.
+    pub webhook: Option<WebhookCheckReport>,
 }
 
 impl fmt::Display for DeployReport {
@@ -110,6 +124,13 @@ impl fmt::Display for DeployReport {
         writeln!(f, "paymaster deposit: {} wei", self.paymaster_deposit_wei)?;
         for (name, address) in self.deployment.contracts() {
             writeln!(f, "  {name:<20} {address}")?;
+        }
+        match &self.webhook {
+            Some(check) => writeln!(f, "webhook route {check}")?,
+            None => writeln!(
+                f,
+                "webhook route: not checked (pass --webhook-url to assert it on every deploy, field note 4)"
+            )?,
         }
         write!(
             f,
@@ -144,6 +165,10 @@ pub async fn deploy(options: &DeployOptions, signer: PrivateKeySigner) -> Result
 
     // Before: nothing is sent unless all of these hold.
     check_chain_prerequisites(&client).await?;
+    let webhook = match &options.webhook {
+        Some(route) => Some(check_webhook_route(route, chain_id).await?),
+        None => None,
+    };
     let top_up = deposit_top_up(&client, &deployments_path, options.paymaster_deposit).await?;
     check_balance(&client, deployer, options.min_balance, top_up).await?;
     let nonce_before = nonce(&client, deployer).await?;
@@ -190,9 +215,25 @@ pub async fn deploy(options: &DeployOptions, signer: PrivateKeySigner) -> Result
         factory_deploy_block: checked.factory_deploy_block,
         paymaster_deposit_wei: checked.paymaster_deposit.to_string(),
         deployment: checked.deployment,
+        webhook,
     };
     info!(target: LOG_TARGET, chain_id, transactions = report.transactions_sent, "deploy verified");
     Ok(report)
+}
+
+/// The `check-webhook` checks on the configured route, as a precondition of the deploy: a route
+/// that reaches another service, serves another chain or maps a policy elsewhere stops the
+/// deploy before anything is sent (field note 4: a route once pointed at another project's
+/// worker, and sponsorship failed with opaque 401s).
+async fn check_webhook_route(route: &WebhookRoute, chain_id: u64) -> Result<WebhookCheckReport> {
+    webhook_check::check_webhook(&route.url, chain_id, &route.expected_policies)
+        .await
+        .map_err(|e| {
+            DeployError::precondition(
+                format!("the paymaster webhook route does not check out, so nothing was sent: {e}"),
+                "point the route (DNS, proxy, worker binding) at the AttestMesh webhook of this chain and fix its --policy mapping, or correct --webhook-url / --webhook-policy (field note 4)",
+            )
+        })
 }
 
 /// Connects, refusing an RPC that serves another chain with the advice to fix it.

@@ -526,6 +526,157 @@ pub async fn set_allow_any_device(
     })
 }
 
+/// Puts a TCB advisory id (e.g. `INTEL-SA-00837`) on the boot gate's grace list (`allowed`) or
+/// takes it off. The boot gate refuses a TEE whose TCB status is not UpToDate, and one reporting
+/// an advisory that is not on this list.
+pub async fn allow_advisory(
+    op: &Operator,
+    cluster: Address,
+    advisory_id: &str,
+    allowed: bool,
+) -> Result<AllowReport> {
+    let advisory_id = advisory_id.trim();
+    if advisory_id.is_empty() {
+        return Err(DeployError::input(
+            "advisory id",
+            "it is empty; pass the id the TEE reports, e.g. INTEL-SA-00837",
+        ));
+    }
+    if advisory_id
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(DeployError::input(
+            "advisory id",
+            format!("{advisory_id:?} contains whitespace; pass one id, e.g. INTEL-SA-00837"),
+        ));
+    }
+    op.require_owner(cluster).await?;
+    let current = op
+        .client
+        .cluster(cluster)
+        .isAdvisoryAllowed(advisory_id.to_string())
+        .call()
+        .await
+        .map_err(|e| op.client.call_error("Cluster.isAdvisoryAllowed", e))?;
+    let changed = current != allowed;
+    if changed {
+        let data = Cluster::setAdvisoryAllowedCall {
+            advisoryId: advisory_id.to_string(),
+            allowed,
+        }
+        .abi_encode();
+        op.client
+            .send_transaction("Cluster.setAdvisoryAllowed", cluster, data.into())
+            .await?;
+        info!(target: LOG_TARGET, %cluster, advisory_id, allowed, "TCB advisory grace list changed");
+    }
+    Ok(AllowReport {
+        cluster,
+        kind: "TCB advisory".into(),
+        value: advisory_id.to_string(),
+        allowed,
+        changed,
+    })
+}
+
+/// The outcome of `pin-instance`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PinReport {
+    pub cluster: Address,
+    /// The member account (= dstack app id).
+    pub app_id: Address,
+    /// The one instance id it may boot as; `None`: any instance.
+    pub instance_id: Option<Address>,
+    /// False when it was already so (nothing was sent).
+    pub changed: bool,
+    /// Whether the app id is allowlisted (a pin on an app id that may not register is inert).
+    pub app_id_allowed: bool,
+}
+
+impl fmt::Display for PinReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.instance_id {
+            Some(instance) => format!("may boot only as instance {instance}"),
+            None => "may boot as any instance".into(),
+        };
+        if self.changed {
+            write!(
+                f,
+                "app id {} {state} in cluster {}",
+                self.app_id, self.cluster
+            )?;
+        } else {
+            write!(
+                f,
+                "app id {} already {state} in cluster {}: nothing sent",
+                self.app_id, self.cluster
+            )?;
+        }
+        if !self.app_id_allowed {
+            write!(
+                f,
+                " (note: the app id is not allowlisted; `allow app-id` it)"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Pins the dstack instance id a member account (= app id) may boot as, or with `None` unpins
+/// it. The boot gate refuses any other instance of that app id.
+pub async fn pin_instance(
+    op: &Operator,
+    cluster: Address,
+    app_id: Address,
+    instance_id: Option<Address>,
+) -> Result<PinReport> {
+    if app_id == Address::ZERO {
+        return Err(DeployError::input(
+            "app id",
+            "the zero address is not an app id",
+        ));
+    }
+    if instance_id == Some(Address::ZERO) {
+        return Err(DeployError::input(
+            "instance id",
+            "the zero address means \"any instance\": use --unpin",
+        ));
+    }
+    op.require_owner(cluster).await?;
+    let instance = op.client.cluster(cluster);
+    let current = instance
+        .pinnedInstance(app_id)
+        .call()
+        .await
+        .map_err(|e| op.client.call_error("Cluster.pinnedInstance", e))?;
+    let app_id_allowed = instance
+        .isAppIdAllowed(app_id)
+        .call()
+        .await
+        .map_err(|e| op.client.call_error("Cluster.isAppIdAllowed", e))?;
+    let target = instance_id.unwrap_or(Address::ZERO);
+    let changed = current != target;
+    if changed {
+        let data = Cluster::setInstancePinnedCall {
+            appId: app_id,
+            instanceId: target,
+        }
+        .abi_encode();
+        op.client
+            .send_transaction("Cluster.setInstancePinned", cluster, data.into())
+            .await?;
+        info!(target: LOG_TARGET, %cluster, %app_id, instance = %target, "instance pin changed");
+    }
+    Ok(PinReport {
+        cluster,
+        app_id,
+        instance_id,
+        changed,
+        app_id_allowed,
+    })
+}
+
 /// A node's member account: predicted, and whether it is deployed and allowlisted.
 #[derive(Debug, Clone, Serialize)]
 pub struct AccountReport {
@@ -854,6 +1005,18 @@ pub struct Allowlists {
     pub allow_any_device: bool,
     pub device_ids: Vec<B256>,
     pub app_ids: Vec<Address>,
+    /// The TCB status the boot gate requires ("UpToDate").
+    pub required_tcb_status: String,
+    /// TCB advisory ids on the boot gate's grace list.
+    pub advisories: Vec<String>,
+    /// App ids pinned to one instance id.
+    pub pinned_instances: Vec<PinnedInstance>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PinnedInstance {
+    pub app_id: Address,
+    pub instance_id: Address,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -902,6 +1065,19 @@ impl fmt::Display for ClusterView {
             writeln!(f, "  devices:        {}", join(&self.allowlists.device_ids))?;
         }
         writeln!(f, "  app ids:        {}", join(&self.allowlists.app_ids))?;
+        writeln!(
+            f,
+            "  TCB:            {} required; advisories allowed: {}",
+            self.allowlists.required_tcb_status,
+            join(&self.allowlists.advisories)
+        )?;
+        for pin in &self.allowlists.pinned_instances {
+            writeln!(
+                f,
+                "  pinned:         app id {} boots only as instance {}",
+                pin.app_id, pin.instance_id
+            )?;
+        }
         writeln!(f, "members:")?;
         if self.members.is_empty() {
             writeln!(f, "  (none registered yet)")?;
@@ -956,6 +1132,30 @@ pub async fn show(op: &Operator, cluster: Address, message_blocks: u64) -> Resul
         .await
         .map_err(|e| c.call_error("Cluster.activeMemberCount", e))?;
     let csk_commitment = c.csk_commitment(cluster).await?;
+    let app_ids = instance
+        .appIds()
+        .call()
+        .await
+        .map_err(|e| c.call_error("Cluster.appIds", e))?;
+    let tcb = instance
+        .tcbPolicy()
+        .call()
+        .await
+        .map_err(|e| c.call_error("Cluster.tcbPolicy", e))?;
+    let mut pinned_instances = Vec::new();
+    for app_id in &app_ids {
+        let pinned = instance
+            .pinnedInstance(*app_id)
+            .call()
+            .await
+            .map_err(|e| c.call_error("Cluster.pinnedInstance", e))?;
+        if pinned != Address::ZERO {
+            pinned_instances.push(PinnedInstance {
+                app_id: *app_id,
+                instance_id: pinned,
+            });
+        }
+    }
     let allowlists = Allowlists {
         kms_roots: instance
             .kmsRoots()
@@ -977,11 +1177,10 @@ pub async fn show(op: &Operator, cluster: Address, message_blocks: u64) -> Resul
             .call()
             .await
             .map_err(|e| c.call_error("Cluster.deviceIds", e))?,
-        app_ids: instance
-            .appIds()
-            .call()
-            .await
-            .map_err(|e| c.call_error("Cluster.appIds", e))?,
+        app_ids,
+        required_tcb_status: tcb.requiredTcbStatus,
+        advisories: tcb.allowedAdvisoryIds,
+        pinned_instances,
     };
     let mut members = Vec::new();
     let mut next = 1u64;

@@ -105,7 +105,8 @@ abstract contract ClusterFixture is Test {
         config.kmsRoots[0] = vm.addr(KMS_ROOT_KEY);
         config.composeHashes = new bytes32[](1);
         config.composeHashes[0] = COMPOSE_HASH;
-        config.allowAnyDevice = true;
+        // "Any device" is an explicit opt-in; the fixture's cluster allowlists devices instead.
+        config.allowAnyDevice = false;
     }
 
     function createCluster(bytes32 salt) internal returns (address) {
@@ -142,14 +143,22 @@ abstract contract ClusterFixture is Test {
     }
 
     function proofOver(Node memory n, bytes32 messageHash) internal returns (DstackProof memory p) {
+        return chainedProof(n, messageHash, OWNER_PURPOSE, KMS_ROOT_KEY);
+    }
+
+    /// @notice A well-formed GetKey signature chain for any purpose, issued by any KMS root.
+    function chainedProof(Node memory n, bytes32 messageHash, string memory purpose, uint256 kmsRootKey)
+        internal
+        returns (DstackProof memory p)
+    {
         p.appId = n.account;
         p.messageHash = messageHash;
         p.derivedPublicKey = compressedKey(n.derivedKey);
         p.appPublicKey = compressedKey(n.appKey);
-        p.purpose = OWNER_PURPOSE;
+        p.purpose = purpose;
         p.messageSignature = signEth(n.derivedKey, Signatures.ethSignedHash(messageHash));
         p.appSignature = signDstack(n.appKey, DstackProofLib.appMessage(p.purpose, p.derivedPublicKey));
-        p.kmsSignature = signDstack(KMS_ROOT_KEY, DstackProofLib.kmsMessage(n.account, p.appPublicKey));
+        p.kmsSignature = signDstack(kmsRootKey, DstackProofLib.kmsMessage(n.account, p.appPublicKey));
     }
 
     /// @notice Registers `n` directly (the account calling the diamond), bypassing the EntryPoint.
@@ -192,25 +201,68 @@ abstract contract ClusterFixture is Test {
         op.gasFees = bytes32((uint256(1 gwei) << 128) | uint256(2 gwei));
     }
 
-    /// @notice Adds sponsor-signed paymaster data (the gas manager's job off chain).
+    /// @notice Adds sponsor-signed paymaster data (the gas manager's job off chain): valid for an
+    ///         hour, capped at exactly the operation's maximum cost.
     function sponsor(PackedUserOperation memory op) internal view {
-        uint48 validUntil = uint48(block.timestamp + 1 hours);
-        uint48 validAfter = 0;
-        op.paymasterAndData = abi.encodePacked(
-            address(paymaster), uint128(200_000), uint128(0), abi.encode(validUntil, validAfter)
-        );
-        bytes32 hash = this.paymasterHash(op, validUntil, validAfter);
+        op.paymasterAndData = abi.encodePacked(address(paymaster), uint128(200_000), uint128(0));
+        sponsorWith(op, SPONSOR_KEY, uint48(block.timestamp + 1 hours), 0, maxCostOf(op));
+    }
+
+    /// @notice Signs paymaster data for `op` with `key`, a window and a maximum cost, keeping the
+    ///         paymaster gas limits already in op.paymasterAndData[20:52] (200k / 0 when absent).
+    function sponsorWith(
+        PackedUserOperation memory op,
+        uint256 key,
+        uint48 validUntil,
+        uint48 validAfter,
+        uint256 maxCost
+    ) internal view {
+        bytes memory head = op.paymasterAndData.length >= 52
+            ? _slice(op.paymasterAndData, 0, 52)
+            : abi.encodePacked(address(paymaster), uint128(200_000), uint128(0));
+        op.paymasterAndData = abi.encodePacked(head, abi.encode(validUntil, validAfter, maxCost));
+        bytes32 hash = this.paymasterHash(op, validUntil, validAfter, maxCost);
         op.paymasterAndData =
-            abi.encodePacked(op.paymasterAndData, signEth(SPONSOR_KEY, Signatures.ethSignedHash(hash)));
+            abi.encodePacked(op.paymasterAndData, signEth(key, Signatures.ethSignedHash(hash)));
+    }
+
+    /// @notice What EntryPoint v0.7 hands the paymaster as the operation's maximum cost (its
+    ///         required prefund): verification + call + paymaster verification + postOp gas limits
+    ///         + preVerificationGas, times maxFeePerGas. A gas manager signs this (from the gas
+    ///         fields it chose) as maxCost.
+    function maxCostOf(PackedUserOperation memory op) internal pure returns (uint256) {
+        uint256 limits = uint256(op.accountGasLimits);
+        // verificationGasLimit (high 128 bits) + callGasLimit (low 128 bits).
+        uint256 gas = (limits >> 128) + (limits & type(uint128).max) + op.preVerificationGas;
+        bytes memory pm = op.paymasterAndData;
+        if (pm.length >= 52) {
+            uint256 pmVerification;
+            uint256 pmPostOp;
+            assembly ("memory-safe") {
+                pmVerification := shr(128, mload(add(pm, 52)))
+                pmPostOp := shr(128, mload(add(pm, 68)))
+            }
+            gas += pmVerification + pmPostOp;
+        }
+        // maxFeePerGas is the low 128 bits of gasFees.
+        return gas * (uint256(op.gasFees) & type(uint128).max);
     }
 
     /// @dev External so the memory op can be passed as calldata to getHash.
-    function paymasterHash(PackedUserOperation calldata op, uint48 validUntil, uint48 validAfter)
-        external
-        view
-        returns (bytes32)
-    {
-        return paymaster.getHash(op, validUntil, validAfter);
+    function paymasterHash(
+        PackedUserOperation calldata op,
+        uint48 validUntil,
+        uint48 validAfter,
+        uint256 maxCost
+    ) external view returns (bytes32) {
+        return paymaster.getHash(op, validUntil, validAfter, maxCost);
+    }
+
+    function _slice(bytes memory data, uint256 from, uint256 to) private pure returns (bytes memory out) {
+        out = new bytes(to - from);
+        for (uint256 i = from; i < to; ++i) {
+            out[i - from] = data[i];
+        }
     }
 
     function signOp(PackedUserOperation memory op, uint256 key) internal view {

@@ -30,7 +30,9 @@ pub fn describe(reason: &str) -> String {
         "AA32" => {
             "the paymaster's signature is expired or not yet valid: ask the gas manager again"
         }
-        "AA33" => "the paymaster's validation reverted",
+        "AA33" => {
+            "the paymaster's validation reverted (CostAboveSignedMaximum: the operation may cost more than the sponsor signed for; ask the gas manager again instead of raising gas fields)"
+        }
         "AA34" => {
             "the paymaster's signature is invalid: the gas fields changed after sponsorship or the sponsor key differs"
         }

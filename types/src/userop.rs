@@ -133,6 +133,20 @@ impl UserOperation {
         keccak256((keccak256(inner), entry_point, U256::from(chain_id)).abi_encode())
     }
 
+    /// The most the EntryPoint may charge for this operation (its `requiredPreFund` in v0.7):
+    /// (verificationGasLimit + callGasLimit + paymasterVerificationGasLimit +
+    /// paymasterPostOpGasLimit + preVerificationGas) × maxFeePerGas. Saturating: a value that
+    /// overflows is above every cap.
+    pub fn max_cost(&self) -> U256 {
+        let gas = self
+            .verification_gas_limit
+            .saturating_add(self.call_gas_limit)
+            .saturating_add(self.paymaster_verification_gas_limit.unwrap_or_default())
+            .saturating_add(self.paymaster_post_op_gas_limit.unwrap_or_default())
+            .saturating_add(self.pre_verification_gas);
+        gas.saturating_mul(self.max_fee_per_gas)
+    }
+
     /// Every gas field, for logs (no calldata, no signature).
     pub fn gas_summary(&self) -> String {
         format!(
@@ -253,6 +267,18 @@ mod tests {
         assert_eq!(&pnd[..20], sample().paymaster.unwrap().as_slice());
         assert_eq!(U256::from_be_slice(&pnd[20..36]), U256::from(70_000));
         assert_eq!(&pnd[52..], &[1, 2, 3]);
+    }
+
+    #[test]
+    fn max_cost_is_every_gas_limit_times_the_max_fee() {
+        // (200k + 100k + 70k + 0 + 50k) × 2 gwei.
+        assert_eq!(
+            sample().max_cost(),
+            U256::from(420_000u64) * U256::from(2_000_000_000u64)
+        );
+        let mut huge = sample();
+        huge.pre_verification_gas = U256::MAX;
+        assert_eq!(huge.max_cost(), U256::MAX);
     }
 
     #[test]

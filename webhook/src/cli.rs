@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use alloy::primitives::U256;
 use clap::{Parser, ValueEnum};
 use eyre::WrapErr;
 use tracing::{info, warn};
@@ -14,8 +15,11 @@ use tracing_subscriber::filter::LevelFilter;
 use url::Url;
 
 use crate::config::{
-    DEFAULT_CHAIN_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_RATE_LIMIT_PER_MINUTE,
-    PolicyRoute, WebhookConfig, WebhookSecret,
+    DEFAULT_CAP_CALL_GAS_LIMIT, DEFAULT_CAP_MAX_COST_WEI, DEFAULT_CAP_MAX_FEE_PER_GAS,
+    DEFAULT_CAP_PRE_VERIFICATION_GAS, DEFAULT_CAP_VERIFICATION_GAS_LIMIT, DEFAULT_CHAIN_TIMEOUT,
+    DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_MESSAGE_RATE_LIMIT_PER_MINUTE,
+    DEFAULT_PENDING_WINDOW, DEFAULT_RATE_LIMIT_PER_MINUTE, GasCaps, PolicyRoute, WebhookConfig,
+    WebhookSecret,
 };
 use crate::{LOG_TARGET, Webhook};
 
@@ -75,6 +79,68 @@ pub struct Cli {
     )]
     pub rate_limit_per_minute: u32,
 
+    /// App-message envelopes per minute one sender may have approved (token bucket; `send`
+    /// counts one, `sendBatch` its entries; registration and the CSK commitment none).
+    #[arg(
+        long = "message-rate-limit",
+        env = "ATTESTMESH_WEBHOOK_MESSAGE_RATE_LIMIT",
+        default_value_t = DEFAULT_MESSAGE_RATE_LIMIT_PER_MINUTE,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub message_rate_limit_per_minute: u32,
+
+    /// Seconds an approved operation's envelope ids stay pending: another operation of the
+    /// sender carrying one of them is denied until then, or until the chain shows the first.
+    #[arg(
+        long = "pending-window-secs",
+        env = "ATTESTMESH_WEBHOOK_PENDING_WINDOW_SECS",
+        default_value_t = DEFAULT_PENDING_WINDOW.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub pending_window_secs: u64,
+
+    /// Cap on maxFeePerGas (and maxPriorityFeePerGas), wei. Default 1 gwei: 20-200 × Base's
+    /// usual base fee.
+    #[arg(
+        long = "cap-max-fee-per-gas",
+        env = "ATTESTMESH_WEBHOOK_CAP_MAX_FEE_PER_GAS",
+        default_value_t = U256::from(DEFAULT_CAP_MAX_FEE_PER_GAS)
+    )]
+    pub cap_max_fee_per_gas: U256,
+
+    /// Cap on preVerificationGas (on Base it carries the L1 data fee).
+    #[arg(
+        long = "cap-pre-verification-gas",
+        env = "ATTESTMESH_WEBHOOK_CAP_PRE_VERIFICATION_GAS",
+        default_value_t = U256::from(DEFAULT_CAP_PRE_VERIFICATION_GAS)
+    )]
+    pub cap_pre_verification_gas: U256,
+
+    /// Cap on verificationGasLimit.
+    #[arg(
+        long = "cap-verification-gas-limit",
+        env = "ATTESTMESH_WEBHOOK_CAP_VERIFICATION_GAS_LIMIT",
+        default_value_t = U256::from(DEFAULT_CAP_VERIFICATION_GAS_LIMIT)
+    )]
+    pub cap_verification_gas_limit: U256,
+
+    /// Cap on callGasLimit.
+    #[arg(
+        long = "cap-call-gas-limit",
+        env = "ATTESTMESH_WEBHOOK_CAP_CALL_GAS_LIMIT",
+        default_value_t = U256::from(DEFAULT_CAP_CALL_GAS_LIMIT)
+    )]
+    pub cap_call_gas_limit: U256,
+
+    /// Cap on one operation's maximum cost (every gas limit × maxFeePerGas), wei. Default
+    /// 0.005 ETH.
+    #[arg(
+        long = "cap-max-cost-wei",
+        env = "ATTESTMESH_WEBHOOK_CAP_MAX_COST_WEI",
+        default_value_t = U256::from(DEFAULT_CAP_MAX_COST_WEI)
+    )]
+    pub cap_max_cost_wei: U256,
+
     /// Largest accepted request body in bytes (larger bodies get 413).
     #[arg(
         long = "max-body-bytes",
@@ -128,6 +194,15 @@ impl Cli {
         config.listen = self.listen;
         config.policies.clone_from(&self.policies);
         config.rate_limit_per_minute = self.rate_limit_per_minute;
+        config.message_rate_limit_per_minute = self.message_rate_limit_per_minute;
+        config.pending_window = Duration::from_secs(self.pending_window_secs);
+        config.caps = GasCaps {
+            max_fee_per_gas: self.cap_max_fee_per_gas,
+            pre_verification_gas: self.cap_pre_verification_gas,
+            verification_gas_limit: self.cap_verification_gas_limit,
+            call_gas_limit: self.cap_call_gas_limit,
+            max_cost: self.cap_max_cost_wei,
+        };
         config.max_body_bytes = self.max_body_bytes;
         config.chain_timeout = Duration::from_millis(self.chain_timeout_ms);
         Ok(config)

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use alloy::primitives::Address;
+use alloy::primitives::{Address, U256};
 use sha2::{Digest, Sha256};
 use url::Url;
 use zeroize::Zeroizing;
@@ -22,6 +22,18 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr
 /// minute at most (registration, CSK commit, messages), so 30 leaves room without letting one
 /// account keep the chain RPC busy.
 pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u32 = 30;
+
+/// App-message envelopes per minute one sender may have approved (token bucket over the
+/// envelopes each operation carries: `send` is one, `sendBatch` its entries). Two full 64-envelope
+/// batches: a node joining a cluster of up to 128 members sends its endpoint envelopes within a
+/// minute, while one member cannot keep the sponsor paying for a stream of messages.
+/// Registration and the CSK commitment carry none and are not counted.
+pub const DEFAULT_MESSAGE_RATE_LIMIT_PER_MINUTE: u32 = 128;
+
+/// How long an approved operation's envelope ids stay pending (a second operation carrying one of
+/// them on another nonce is denied): about a bundler's patience with an operation, 60 blocks on
+/// Base. An entry leaves earlier once the chain shows its nonce used.
+pub const DEFAULT_PENDING_WINDOW: Duration = Duration::from_secs(120);
 
 /// A UserOperation with a registration proof is about 2 KiB of JSON; 64 KiB is ample and keeps
 /// a hostile body from costing memory.
@@ -64,6 +76,70 @@ impl FromStr for PolicyRoute {
             policy_id: policy_id.to_owned(),
             cluster,
         })
+    }
+}
+
+/// The operator's caps on an operation's gas fields, checked whenever the gas manager sends
+/// them (Alchemy's `alchemy_requestGasAndPaymasterAndData` asks before it has estimated gas;
+/// ERC-7677's `pm_getPaymasterData` after the wallet set them): an absent field is "not yet
+/// set" and passes, a present one above its cap is denied with `cap: <field> <value> above the
+/// operator's cap <cap>`. The defaults fit Base (see [`GasCaps::default`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GasCaps {
+    /// maxFeePerGas and maxPriorityFeePerGas, wei.
+    pub max_fee_per_gas: U256,
+    pub pre_verification_gas: U256,
+    pub verification_gas_limit: U256,
+    pub call_gas_limit: U256,
+    /// (every gas limit) × maxFeePerGas, wei: the most one operation may cost the paymaster.
+    pub max_cost: U256,
+}
+
+/// 1 gwei. Base's base fee is usually 0.005–0.05 gwei: 20 to 200 times below, so sponsorship
+/// carries on through ordinary spikes; above it operations wait instead of paying 200 gwei.
+pub const DEFAULT_CAP_MAX_FEE_PER_GAS: u64 = 1_000_000_000;
+/// On Base, preVerificationGas carries the L1 data fee in L2 gas: a registration op is ~2.5 KB
+/// (~60k of L2 calldata gas) plus the L1 part, a few hundred thousand when L2 gas is cheap and
+/// blobs are not. 1M leaves room; the drain of issue 14 used 40M.
+pub const DEFAULT_CAP_PRE_VERIFICATION_GAS: u64 = 1_000_000;
+/// The account's validation is one signature check (~100k with the EntryPoint's overhead); a
+/// bootstrap with initCode deploys the account inside it (~1.8M for the whole bootstrap).
+pub const DEFAULT_CAP_VERIFICATION_GAS_LIMIT: u64 = 2_000_000;
+/// The largest call is a 64-envelope `sendBatch` (~30k gas per 256-byte envelope, ~2M, plus the
+/// gas manager's 25 % headroom); a registration's proof verification is ~250k.
+pub const DEFAULT_CAP_CALL_GAS_LIMIT: u64 = 5_000_000;
+/// 0.005 ETH: the most one operation may cost. A 64-envelope batch at the 1 gwei fee cap is about
+/// 0.003 ETH; at Base's usual fees any AttestMesh operation costs well under 0.0001 ETH.
+pub const DEFAULT_CAP_MAX_COST_WEI: u64 = 5_000_000_000_000_000;
+
+impl Default for GasCaps {
+    fn default() -> Self {
+        Self {
+            max_fee_per_gas: U256::from(DEFAULT_CAP_MAX_FEE_PER_GAS),
+            pre_verification_gas: U256::from(DEFAULT_CAP_PRE_VERIFICATION_GAS),
+            verification_gas_limit: U256::from(DEFAULT_CAP_VERIFICATION_GAS_LIMIT),
+            call_gas_limit: U256::from(DEFAULT_CAP_CALL_GAS_LIMIT),
+            max_cost: U256::from(DEFAULT_CAP_MAX_COST_WEI),
+        }
+    }
+}
+
+impl GasCaps {
+    fn validate(&self) -> Result<()> {
+        for (name, cap) in [
+            ("max fee per gas", self.max_fee_per_gas),
+            ("preVerificationGas", self.pre_verification_gas),
+            ("verificationGasLimit", self.verification_gas_limit),
+            ("callGasLimit", self.call_gas_limit),
+            ("max cost", self.max_cost),
+        ] {
+            if cap.is_zero() {
+                return Err(WebhookError::Config(format!(
+                    "the {name} cap must be above 0: no operation could be sponsored"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -139,6 +215,12 @@ pub struct WebhookConfig {
     pub secret: WebhookSecret,
     /// Token-bucket size and refill per sender, in operations per minute.
     pub rate_limit_per_minute: u32,
+    /// Token-bucket size and refill per sender, in app-message envelopes per minute.
+    pub message_rate_limit_per_minute: u32,
+    /// How long approved envelope ids stay pending unless the chain shows their operation.
+    pub pending_window: Duration,
+    /// The operator's caps on gas fields and cost.
+    pub caps: GasCaps,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     /// Longest a sponsorship check may take before the webhook denies.
@@ -155,6 +237,9 @@ impl WebhookConfig {
             policies: Vec::new(),
             secret,
             rate_limit_per_minute: DEFAULT_RATE_LIMIT_PER_MINUTE,
+            message_rate_limit_per_minute: DEFAULT_MESSAGE_RATE_LIMIT_PER_MINUTE,
+            pending_window: DEFAULT_PENDING_WINDOW,
+            caps: GasCaps::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             chain_timeout: DEFAULT_CHAIN_TIMEOUT,
         }
@@ -194,6 +279,17 @@ impl WebhookConfig {
                 "the rate limit must be at least 1 operation per minute".into(),
             ));
         }
+        if self.message_rate_limit_per_minute == 0 {
+            return Err(WebhookError::Config(
+                "the message rate limit must be at least 1 envelope per minute".into(),
+            ));
+        }
+        if self.pending_window.is_zero() {
+            return Err(WebhookError::Config(
+                "the pending window must be longer than zero".into(),
+            ));
+        }
+        self.caps.validate()?;
         if self.max_body_bytes == 0 {
             return Err(WebhookError::Config(
                 "the body limit must be at least 1 byte".into(),
@@ -219,6 +315,12 @@ impl fmt::Debug for WebhookConfig {
             .field("policies", &self.policies)
             .field("secret", &self.secret)
             .field("rate_limit_per_minute", &self.rate_limit_per_minute)
+            .field(
+                "message_rate_limit_per_minute",
+                &self.message_rate_limit_per_minute,
+            )
+            .field("pending_window", &self.pending_window)
+            .field("caps", &self.caps)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("chain_timeout", &self.chain_timeout)
             .finish()
@@ -294,5 +396,20 @@ mod tests {
         assert_eq!(config.validate().unwrap().len(), 1);
         let config = config.with_policy("p", Address::ZERO);
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn validation_rejects_zero_caps_and_limits() {
+        let url: Url = "http://127.0.0.1:8545".parse().unwrap();
+        let secret = WebhookSecret::new("0123456789abcdef").unwrap();
+        let config = WebhookConfig::new(url, 1, secret).with_policy("p", CLUSTER.parse().unwrap());
+        assert!(config.validate().is_ok());
+        let mut zero_cap = config.clone();
+        zero_cap.caps.pre_verification_gas = U256::ZERO;
+        let err = zero_cap.validate().unwrap_err().to_string();
+        assert!(err.contains("preVerificationGas cap"), "{err}");
+        let mut zero_messages = config;
+        zero_messages.message_rate_limit_per_minute = 0;
+        assert!(zero_messages.validate().is_err());
     }
 }

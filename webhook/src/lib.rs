@@ -7,6 +7,12 @@
 //! `checkSponsorship(sender, callData)`, through the project's one chain client. The policy is
 //! therefore tested in Foundry and the same on every webhook that points at the cluster.
 //!
+//! Before the policy it applies the operator's own rules, each named in its denial: a per-sender
+//! operation rate (`rate limit:`), caps on the operation's gas fields and maximum cost when the
+//! gas manager sends them (`cap:`, [`GasCaps`]), the envelopes of an operation already approved
+//! and still pending in another of the sender's operations (`pending:`), and a per-sender rate of
+//! app-message envelopes (`rate limit:`). The policy's own denials read `policy: <its reason>`.
+//!
 //! Every answer fails closed: a chain that cannot be asked, a request that cannot be read, a
 //! sender over its rate limit are all `"approved": false` (with a reason), and every non-200
 //! reply also carries `"approved": false`, so a client that reads only that field still denies.
@@ -21,15 +27,21 @@
 //! Logs use the target [`LOG_TARGET`]; the shared secret is never logged.
 
 mod auth;
+mod caps;
 pub mod cli;
 mod config;
+mod envelopes;
 mod error;
+mod pending;
 mod rate_limit;
 mod server;
 
 pub use config::{
-    DEFAULT_CHAIN_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_RATE_LIMIT_PER_MINUTE,
-    MIN_SECRET_LEN, PolicyRoute, WebhookConfig, WebhookSecret,
+    DEFAULT_CAP_CALL_GAS_LIMIT, DEFAULT_CAP_MAX_COST_WEI, DEFAULT_CAP_MAX_FEE_PER_GAS,
+    DEFAULT_CAP_PRE_VERIFICATION_GAS, DEFAULT_CAP_VERIFICATION_GAS_LIMIT, DEFAULT_CHAIN_TIMEOUT,
+    DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_MESSAGE_RATE_LIMIT_PER_MINUTE,
+    DEFAULT_PENDING_WINDOW, DEFAULT_RATE_LIMIT_PER_MINUTE, GasCaps, MIN_SECRET_LEN, PolicyRoute,
+    WebhookConfig, WebhookSecret,
 };
 pub use error::{Result, WebhookError};
 pub use server::{Webhook, WebhookHandle};

@@ -48,6 +48,16 @@ impl RateLimiter {
 
     /// Takes one token from `sender`'s bucket at time `now`.
     pub(crate) fn check(&self, sender: Address, now: Instant) -> Result<(), Limited> {
+        self.take(sender, 1, now)
+    }
+
+    /// Takes `count` tokens at once (an operation carrying `count` envelopes), or none: more
+    /// than the bucket holds is never allowed, so the answer names the limit.
+    pub(crate) fn take(&self, sender: Address, count: u32, now: Instant) -> Result<(), Limited> {
+        if count == 0 {
+            return Ok(());
+        }
+        let wanted = f64::from(count);
         // The critical section cannot panic, so a poisoned lock still holds consistent buckets;
         // refusing to serve because of it would turn a past bug into an outage.
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
@@ -60,15 +70,23 @@ impl RateLimiter {
         });
         bucket.tokens = self.refilled(*bucket, now);
         bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        if bucket.tokens >= wanted {
+            bucket.tokens -= wanted;
             return Ok(());
         }
-        let missing = 1.0 - bucket.tokens;
+        let missing = wanted.min(self.capacity) - bucket.tokens;
         Err(Limited {
             per_minute: self.per_minute,
-            retry_after: Duration::from_secs_f64(missing / self.per_second),
+            retry_after: Duration::from_secs_f64(missing.max(0.0) / self.per_second),
         })
+    }
+
+    /// Gives back `count` tokens taken for an operation that was then denied.
+    pub(crate) fn refund(&self, sender: Address, count: u32) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(bucket) = buckets.get_mut(&sender) {
+            bucket.tokens = (bucket.tokens + f64::from(count)).min(self.capacity);
+        }
     }
 
     fn refilled(&self, bucket: Bucket, now: Instant) -> f64 {
@@ -104,6 +122,22 @@ mod tests {
             limiter.check(sender, start + Duration::from_secs(41)),
             Ok(())
         );
+    }
+
+    #[test]
+    fn takes_several_tokens_at_once_or_none_and_refunds() {
+        let limiter = RateLimiter::new(10);
+        let sender = Address::repeat_byte(1);
+        let start = Instant::now();
+        assert_eq!(limiter.take(sender, 7, start), Ok(()));
+        // 3 left: 4 is refused whole, and takes nothing.
+        assert!(limiter.take(sender, 4, start).is_err());
+        assert_eq!(limiter.take(sender, 3, start), Ok(()));
+        limiter.refund(sender, 2);
+        assert_eq!(limiter.take(sender, 2, start), Ok(()));
+        // More than a whole bucket is never allowed.
+        assert!(RateLimiter::new(10).take(sender, 11, start).is_err());
+        assert_eq!(limiter.take(sender, 0, start), Ok(()));
     }
 
     #[test]

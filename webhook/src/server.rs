@@ -8,9 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use alloy::primitives::Address;
+use alloy::primitives::aliases::U192;
+use alloy::primitives::{Address, U256};
+use attestmesh_bindings::ENTRY_POINT_V07;
 use attestmesh_chain::{ChainClient, ChainError};
-use attestmesh_types::webhook::{SponsoredCall, WebhookRequest, WebhookResponse, parse_chain_id};
+use attestmesh_types::webhook::{
+    SponsoredCall, SponsoredGas, WebhookRequest, WebhookResponse, parse_chain_id,
+};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
@@ -24,8 +28,10 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::auth::{self, SecretDigest};
-use crate::config::{WebhookConfig, loggable_url};
+use crate::config::{GasCaps, WebhookConfig, loggable_url};
+use crate::envelopes::{self, Envelope};
 use crate::error::{Result, WebhookError};
+use crate::pending::{Conflict, PendingApprovals, Reservation};
 use crate::rate_limit::RateLimiter;
 use crate::{LOG_TARGET, SERVICE_NAME};
 
@@ -84,6 +90,12 @@ impl Webhook {
                     cluster: cluster.to_string(),
                 })
                 .collect(),
+            limits: serde_json::json!({
+                "rate_limit_per_minute": config.rate_limit_per_minute,
+                "message_rate_limit_per_minute": config.message_rate_limit_per_minute,
+                "pending_window_secs": config.pending_window.as_secs(),
+                "caps": crate::caps::describe(&config.caps),
+            }),
         };
         // `id=0xCluster, ...`: one flat, checksummed form a deploy routine can grep for.
         let policy_list = health
@@ -99,6 +111,8 @@ impl Webhook {
             chain_id,
             policies = %policy_list,
             rate_limit_per_minute = config.rate_limit_per_minute,
+            message_rate_limit_per_minute = config.message_rate_limit_per_minute,
+            caps = ?config.caps,
             max_body_bytes = config.max_body_bytes,
             "paymaster webhook listening"
         );
@@ -108,6 +122,9 @@ impl Webhook {
             policies,
             secret: SecretDigest::new(config.secret.digest()),
             limiter: RateLimiter::new(config.rate_limit_per_minute),
+            message_limiter: RateLimiter::new(config.message_rate_limit_per_minute),
+            pending: PendingApprovals::new(config.pending_window),
+            caps: config.caps,
             chain_timeout: timeout,
             max_body_bytes: config.max_body_bytes,
             health,
@@ -176,6 +193,11 @@ struct AppState {
     policies: BTreeMap<String, Address>,
     secret: SecretDigest,
     limiter: RateLimiter,
+    /// App-message envelopes per sender.
+    message_limiter: RateLimiter,
+    /// Envelopes approved and still pending, per sender.
+    pending: PendingApprovals,
+    caps: GasCaps,
     chain_timeout: Duration,
     max_body_bytes: usize,
     health: Health,
@@ -191,6 +213,8 @@ struct Health {
     version: &'static str,
     chain_id: u64,
     policies: Vec<HealthPolicy>,
+    /// The operator's rate limits and gas caps, so a deploy routine can show what it asserts.
+    limits: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -309,6 +333,13 @@ async fn answer(
         Ok(request) => request,
         Err(err) => return json_error(peer, "request", &err),
     };
+    let gas = match SponsoredGas::from_user_operation(&request.user_operation) {
+        Ok(gas) => gas,
+        Err(reason) => {
+            info!(target: LOG_TARGET, %peer, %reason, "webhook request rejected");
+            return error_reply(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", reason);
+        }
+    };
     let call: SponsoredCall = match serde_json::from_value(request.user_operation) {
         Ok(call) => call,
         Err(err) => return json_error(peer, "userOperation", &err),
@@ -346,7 +377,7 @@ async fn answer(
     };
 
     let selector = selector(&call.call_data);
-    let verdict = decide(state, *cluster, chain_id, &call).await;
+    let verdict = decide(state, *cluster, chain_id, &call, &gas).await;
     match verdict {
         Verdict::Approved => {
             debug!(
@@ -398,11 +429,17 @@ enum Verdict {
     Denied(String),
 }
 
+/// The checks in order, cheapest first: chain id, the per-sender operation rate, the operator's
+/// gas caps (no chain call), the envelopes already pending in another operation and the
+/// per-sender message rate (both recorded before the policy is asked, so two concurrent
+/// requests cannot both pass), then the cluster's policy view. Every denial names the rule that
+/// refused (`wrong chain`, `rate limit`, `cap`, `pending`, `policy`) and nothing is signed.
 async fn decide(
     state: &AppState,
     cluster: Address,
     chain_id: u64,
     call: &SponsoredCall,
+    gas: &SponsoredGas,
 ) -> Verdict {
     if chain_id != state.chain_id {
         return Verdict::Denied(format!(
@@ -421,7 +458,141 @@ async fn decide(
             limited.retry_after.as_secs() + 1
         ));
     }
+    if let Some(reason) = crate::caps::check(gas, &state.caps) {
+        return Verdict::Denied(reason);
+    }
 
+    let carried = envelopes::envelopes(&call.call_data);
+    let reservation = if carried.is_empty() {
+        None
+    } else {
+        match reserve_envelopes(state, call, &carried).await {
+            Ok(reservation) => Some(reservation),
+            Err(reason) => return Verdict::Denied(reason),
+        }
+    };
+
+    let verdict = ask_policy(state, cluster, call).await;
+    if let (Verdict::Denied(_), Some(reservation)) = (&verdict, &reservation) {
+        state.pending.release(reservation);
+        state
+            .message_limiter
+            .refund(call.sender, count(reservation.added.len()));
+    }
+    verdict
+}
+
+/// Records the operation's envelopes as pending and takes them from the sender's message
+/// bucket, or says why not. An envelope pending in another operation of the sender is a
+/// conflict unless the chain shows that operation's nonce used (asked only then).
+async fn reserve_envelopes(
+    state: &AppState,
+    call: &SponsoredCall,
+    carried: &[Envelope],
+) -> std::result::Result<Reservation, String> {
+    let mut settled_on_chain = false;
+    let reservation = loop {
+        match state
+            .pending
+            .reserve(call.sender, call.nonce, carried, Instant::now())
+        {
+            Ok(reservation) => break reservation,
+            Err(conflicts) if !settled_on_chain => {
+                settle_on_chain(state, call.sender, &conflicts).await?;
+                settled_on_chain = true;
+            }
+            Err(conflicts) => return Err(pending_reason(state, &conflicts)),
+        }
+    };
+    let wanted = count(reservation.added.len());
+    if let Err(limited) = state
+        .message_limiter
+        .take(call.sender, wanted, Instant::now())
+    {
+        state.pending.release(&reservation);
+        return Err(format!(
+            "rate limit: sender {} may have {} message envelopes per minute approved; this \
+             operation carries {wanted} more; retry in {} s",
+            call.sender,
+            limited.per_minute,
+            limited.retry_after.as_secs() + 1
+        ));
+    }
+    Ok(reservation)
+}
+
+/// Drops the conflicting entries whose operation the chain shows done: `EntryPoint.getNonce` of
+/// its key is past its nonce (included, reverted or replaced). A chain that cannot be asked
+/// fails closed.
+async fn settle_on_chain(
+    state: &AppState,
+    sender: Address,
+    conflicts: &[Conflict],
+) -> std::result::Result<(), String> {
+    for conflict in conflicts {
+        let Some(nonce) = conflict.nonce else {
+            continue;
+        };
+        let key = U192::saturating_from(nonce >> 64);
+        let read = state.client.entry_point_nonce(ENTRY_POINT_V07, sender, key);
+        match tokio::time::timeout(state.chain_timeout, read).await {
+            Ok(Ok(current)) if current > nonce => state.pending.settle(sender, nonce),
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
+                error!(
+                    target: LOG_TARGET,
+                    %sender,
+                    error = %error_chain(&err),
+                    "pending envelope could not be checked on chain; denying"
+                );
+                return Err(format!(
+                    "pending: envelope {} is in another approved operation (nonce {nonce:#x}) \
+                     and the chain could not be asked whether it landed; denied to fail closed",
+                    conflict.envelope
+                ));
+            }
+            Err(_) => {
+                return Err(format!(
+                    "pending: envelope {} is in another approved operation (nonce {nonce:#x}) \
+                     and the chain RPC did not answer within {:?} whether it landed; denied to \
+                     fail closed",
+                    conflict.envelope, state.chain_timeout
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn pending_reason(state: &AppState, conflicts: &[Conflict]) -> String {
+    let Some(first) = conflicts.first() else {
+        return "pending: an envelope of this operation is in another pending operation".into();
+    };
+    let other = match first.nonce {
+        Some(nonce) => format!(
+            "operation nonce {nonce:#x} (key {}, sequence {})",
+            nonce >> 64,
+            nonce & U256::from(u64::MAX)
+        ),
+        None => "an operation without a nonce".into(),
+    };
+    format!(
+        "pending: envelope {} is already in this sender's {other}, approved {} s ago and not \
+         yet on chain; a second operation carrying it would revert at the sponsor's cost (wait \
+         for the first to land, or {} s)",
+        first.envelope,
+        first.age.as_secs(),
+        state.pending.window().as_secs()
+    )
+}
+
+fn count(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+/// The cluster's sponsorship policy view, bounded by the chain timeout; denials are prefixed
+/// `policy:`.
+async fn ask_policy(state: &AppState, cluster: Address, call: &SponsoredCall) -> Verdict {
     debug!(
         target: LOG_TARGET,
         %cluster,
@@ -443,8 +614,8 @@ async fn decide(
             "sponsorship policy could not be checked: the chain RPC did not answer in time; denying"
         );
         return Verdict::Denied(format!(
-            "sponsorship policy could not be checked (the chain RPC did not answer within {:?}); \
-             denied to fail closed",
+            "policy: sponsorship policy could not be checked (the chain RPC did not answer \
+             within {:?}); denied to fail closed",
             state.chain_timeout
         ));
     };
@@ -457,15 +628,15 @@ async fn decide(
     );
     match answer {
         Ok(decision) if decision.sponsorable => Verdict::Approved,
-        Ok(decision) if decision.reason.is_empty() => {
-            Verdict::Denied("the cluster's sponsorship policy denied without a reason".into())
-        }
-        Ok(decision) => Verdict::Denied(decision.reason),
+        Ok(decision) if decision.reason.is_empty() => Verdict::Denied(
+            "policy: the cluster's sponsorship policy denied without a reason".into(),
+        ),
+        Ok(decision) => Verdict::Denied(format!("policy: {}", decision.reason)),
         // The view reverts only on calldata that does not ABI-decode: an answer about the
         // operation, not a chain failure.
         Err(ChainError::Reverted { reason, .. }) => Verdict::Denied(format!(
-            "the cluster's sponsorship policy rejected the calldata: it does not decode as the \
-             call it names (checkSponsorship reverted: {reason})"
+            "policy: the cluster's sponsorship policy rejected the calldata: it does not decode \
+             as the call it names (checkSponsorship reverted: {reason})"
         )),
         Err(err) => {
             // Fail closed. The chain error (with the endpoint) goes to the operator's log only;
@@ -478,8 +649,8 @@ async fn decide(
                 "sponsorship policy could not be checked; denying"
             );
             Verdict::Denied(
-                "sponsorship policy could not be checked (chain RPC unavailable); denied to fail \
-                 closed"
+                "policy: sponsorship policy could not be checked (chain RPC unavailable); denied \
+                 to fail closed"
                     .into(),
             )
         }

@@ -228,6 +228,10 @@ async fn operator_cli_drives_a_cluster_end_to_end() {
     ];
     let created = cli.run("create-cluster", &create).await.json();
     assert_eq!(created["created"], true, "{created}");
+    assert_eq!(
+        created["allow_any_device"], false,
+        "any device is an explicit opt-in (--allow-any-device)"
+    );
     let cluster_text = created["cluster"].as_str().unwrap().to_string();
     let cluster: Address = cluster_text.parse().unwrap();
     assert_eq!(
@@ -274,6 +278,10 @@ async fn operator_cli_drives_a_cluster_end_to_end() {
         .fails_with(&["is not an address"]);
     assert_eq!(
         cli.run("allow-any-device", &["true"]).await.json()["changed"],
+        true
+    );
+    assert_eq!(
+        cli.run("allow-any-device", &["true"]).await.json()["changed"],
         false
     );
 
@@ -317,6 +325,115 @@ async fn operator_cli_drives_a_cluster_end_to_end() {
         );
         accounts.push(account);
     }
+
+    // Admission: the boot gate's TCB advisory grace list and a per-account instance pin, set
+    // by the CLI and read by the gate (isAppAllowed, dstack's IAppAuth).
+    let gate = |instance: Address, tcb: &str, advisories: &[&str]| {
+        let info = attestmesh_bindings::cluster::IAppAuth::AppBootInfo {
+            appId: accounts[0],
+            composeHash: devnet_compose_hash(),
+            instanceId: instance,
+            deviceId: B256::repeat_byte(0xde),
+            mrAggregated: B256::ZERO,
+            mrSystem: B256::ZERO,
+            osImageHash: B256::ZERO,
+            tcbStatus: tcb.to_string(),
+            advisoryIds: advisories.iter().map(|a| a.to_string()).collect(),
+        };
+        let cluster = stack.chain.operator_client().cluster(cluster);
+        async move {
+            let answer = cluster.isAppAllowed(info).call().await.unwrap();
+            (answer.isAllowed, answer.reason)
+        }
+    };
+    let advisory = "INTEL-SA-00837";
+    let pinned = Address::repeat_byte(0x1e);
+    let other = Address::repeat_byte(0x2e);
+    let (allowed, reason) = gate(pinned, "UpToDate", &[advisory]).await;
+    assert!(
+        !allowed && reason.contains("advisory INTEL-SA-00837 is not on the grace list"),
+        "{reason}"
+    );
+    let added = cli.run("allow-advisory", &[advisory]).await.json();
+    assert_eq!(
+        (added["allowed"].as_bool(), added["changed"].as_bool()),
+        (Some(true), Some(true))
+    );
+    assert_eq!(
+        cli.run("allow-advisory", &[advisory]).await.json()["changed"],
+        false
+    );
+    cli.run("allow-advisory", &[" "])
+        .await
+        .fails_with(&["invalid advisory id", "empty"]);
+    assert_eq!(
+        gate(pinned, "UpToDate", &[advisory]).await,
+        (true, String::new())
+    );
+    let (allowed, reason) = gate(pinned, "OutOfDate", &[]).await;
+    assert!(
+        !allowed && reason.contains("TCB status OutOfDate is not UpToDate"),
+        "{reason}"
+    );
+
+    let account_a = accounts[0].to_string();
+    let pin = cli
+        .run("pin-instance", &[&account_a, &pinned.to_string()])
+        .await
+        .json();
+    assert_eq!(
+        (pin["changed"].as_bool(), pin["app_id_allowed"].as_bool()),
+        (Some(true), Some(true))
+    );
+    assert_eq!(
+        cli.run("pin-instance", &[&account_a, &pinned.to_string()])
+            .await
+            .json()["changed"],
+        false
+    );
+    cli.run("pin-instance", &[&account_a])
+        .await
+        .fails_with(&["required arguments were not provided", "<INSTANCE_ID>"]);
+    let (allowed, reason) = gate(other, "UpToDate", &[]).await;
+    assert!(
+        !allowed && reason.contains("instance not pinned"),
+        "{reason}"
+    );
+    assert_eq!(gate(pinned, "UpToDate", &[]).await, (true, String::new()));
+    let shown = cli.run("show", &[]).await.json();
+    assert_eq!(
+        shown["allowlists"]["required_tcb_status"], "UpToDate",
+        "{shown}"
+    );
+    assert_eq!(
+        shown["allowlists"]["advisories"],
+        serde_json::json!([advisory])
+    );
+    assert_eq!(
+        shown["allowlists"]["pinned_instances"][0]["instance_id"]
+            .as_str()
+            .unwrap()
+            .parse::<Address>()
+            .unwrap(),
+        pinned
+    );
+
+    // Undone: the advisory off the list, the pin lifted.
+    assert_eq!(
+        cli.run("allow-advisory", &[advisory, "--remove"])
+            .await
+            .json()["changed"],
+        true
+    );
+    assert_eq!(
+        cli.run("pin-instance", &[&account_a, "--unpin"])
+            .await
+            .json()["changed"],
+        true
+    );
+    assert_eq!(gate(other, "UpToDate", &[]).await, (true, String::new()));
+    let (allowed, _) = gate(other, "UpToDate", &[advisory]).await;
+    assert!(!allowed);
 
     // Two real agents join through sponsored registration.
     let (_webhook, gas_manager) = sponsorship(&stack, cluster).await;

@@ -148,6 +148,7 @@ pub async fn operator(args: &[&str]) -> Run {
         "ATTESTMESH_OPERATOR_KEY_FILE",
         "ATTESTMESH_DEPLOYMENTS_FILE",
         "ATTESTMESH_CLUSTER",
+        "ATTESTMESH_OPERATOR_WEBHOOK_URL",
         "OPERATOR",
         "SPONSOR_SIGNER",
     ] {

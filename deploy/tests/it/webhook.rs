@@ -162,3 +162,141 @@ async fn check_webhook_accepts_the_real_webhook_and_names_every_mismatch() {
     .await
     .fails_with(&["no answer", "onnection refused"]);
 }
+
+/// Field note 4 in the deploy itself: `deploy --webhook-url` runs the check-webhook checks
+/// before sending anything, passes with the right webhook and fails naming the mismatch with a
+/// wrong one (another service, or the webhook mapping the policy to another cluster).
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_asserts_the_live_webhook_route_before_sending_anything() {
+    use crate::support::{Chain, ProjectFiles, key_file};
+    use attestmesh_devnet::local_chain::project_root;
+
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let chain = Chain::start(31337);
+    chain.place_entry_point().await;
+    let key = key_file(dir.path(), &chain.deployer);
+    let key = key.to_str().unwrap();
+    let (_files, relative) = ProjectFiles::deployments(&format!("webhook-{}", chain.anvil.port()));
+    let broadcast = dir.path().join("broadcast");
+    let broadcast = broadcast.to_str().unwrap();
+    let rpc = chain.rpc_url.to_string();
+    let deploy = |extra: &[&str]| {
+        let mut args = vec![
+            "--json",
+            "deploy",
+            "--rpc-url",
+            rpc.as_str(),
+            "--private-key-file",
+            key,
+            "--expected-chain-id",
+            "31337",
+            "--deployments-file",
+            relative.as_str(),
+            "--forge-broadcast-dir",
+            broadcast,
+        ];
+        args.extend_from_slice(extra);
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        operator(&args).await
+    };
+
+    // The contracts, then two clusters of this deployment, one served by the webhook.
+    let first = run(deploy(&[])).await.json();
+    assert!(
+        first["webhook"].is_null(),
+        "no webhook URL, no check: {first}"
+    );
+    let deployments = project_root().join(&relative);
+    let deployments = deployments.to_str().unwrap();
+    let mut clusters = Vec::new();
+    for salt in ["served", "other"] {
+        let created = operator(&[
+            "--json",
+            "create-cluster",
+            "--rpc-url",
+            rpc.as_str(),
+            "--expected-chain-id",
+            "31337",
+            "--private-key-file",
+            key,
+            "--deployments",
+            deployments,
+            "--salt",
+            salt,
+            "--mesh-cidr",
+            "10.88.0.0/16",
+            "--kms-root",
+            &Address::repeat_byte(0x11).to_string(),
+        ])
+        .await
+        .json();
+        let cluster: Address = created["cluster"].as_str().unwrap().parse().unwrap();
+        clusters.push(cluster.to_string());
+    }
+    let served: Address = clusters[0].parse().unwrap();
+    let webhook = Webhook::spawn(WebhookConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..WebhookConfig::new(
+            chain.rpc_url.clone(),
+            31337,
+            WebhookSecret::new("a-test-secret-of-enough-length").unwrap(),
+        )
+        .with_policy("policy-a", served)
+    })
+    .await
+    .unwrap();
+    let url = webhook.url();
+
+    // The right webhook: the deploy passes and reports what it checked.
+    let right = format!("policy-a={}", clusters[0]);
+    let ok = run(deploy(&["--webhook-url", &url, "--webhook-policy", &right]))
+        .await
+        .json();
+    assert_eq!(
+        ok["webhook"]["health"]["service"], "attestmesh-webhook",
+        "{ok}"
+    );
+    assert_eq!(ok["webhook"]["health"]["chain_id"], 31337);
+    assert_eq!(ok["webhook"]["unauthenticated_post_refused"], true);
+
+    // The webhook maps the policy to another cluster than the one expected: refused, named,
+    // nothing sent.
+    let nonce = chain.nonce(chain.deployer.address()).await;
+    let wrong = format!("policy-a={}", clusters[1]);
+    run(deploy(&["--webhook-url", &url, "--webhook-policy", &wrong]))
+        .await
+        .fails_with(&[
+            "the paymaster webhook route does not check out, so nothing was sent",
+            &format!(
+                "policy \"policy-a\" maps to cluster {}, expected {}",
+                clusters[0], clusters[1]
+            ),
+            "field note 4",
+        ]);
+    // A policy it does not serve at all.
+    run(deploy(&[
+        "--webhook-url",
+        &url,
+        "--webhook-policy",
+        &format!("policy-b={}", clusters[0]),
+    ]))
+    .await
+    .fails_with(&["does not serve policy \"policy-b\""]);
+    // The route reaches another project's worker.
+    let (foreign, _task) = foreign_worker().await;
+    run(deploy(&["--webhook-url", &foreign]))
+        .await
+        .fails_with(&[
+            "reaches service \"image-resizer\", not \"attestmesh-webhook\"",
+            "nothing was sent",
+        ]);
+    assert_eq!(
+        chain.nonce(chain.deployer.address()).await,
+        nonce,
+        "a failed route check sends nothing"
+    );
+}

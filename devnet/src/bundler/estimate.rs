@@ -233,7 +233,7 @@ impl Estimator<'_> {
         let call = VerifyingPaymaster::validatePaymasterUserOpCall {
             userOp: packed::for_paymaster(packed),
             _1: hash,
-            _2: max_cost(op),
+            maxCost: op.max_cost(),
         };
         let input: Bytes = call.abi_encode().into();
         let measured = self
@@ -352,16 +352,6 @@ fn op_size_overhead(packed: &PackedUserOp) -> u64 {
         .saturating_mul(OVERHEAD_PER_OP_BYTE)
 }
 
-/// What the paymaster may be charged at most: every gas limit times maxFeePerGas.
-fn max_cost(op: &UserOperation) -> U256 {
-    let gas = op.verification_gas_limit
-        + op.call_gas_limit
-        + op.pre_verification_gas
-        + op.paymaster_verification_gas_limit.unwrap_or_default()
-        + op.paymaster_post_op_gas_limit.unwrap_or_default();
-    gas.saturating_mul(op.max_fee_per_gas)
-}
-
 /// -32500: the EntryPoint would reject the op in validation (an AA error, explained).
 pub(super) fn rejected(reason: impl AsRef<str>) -> ErrorObject {
     ErrorObject::new(
@@ -398,7 +388,7 @@ mod tests {
             account_gas_limits: B256::ZERO,
             pre_verification_gas: U256::ZERO,
             gas_fees: B256::ZERO,
-            paymaster_and_data: Bytes::from([vec![0x55u8; 20], vec![0u8; 32 + 64 + 65]].concat()),
+            paymaster_and_data: Bytes::from([vec![0x55u8; 20], vec![0u8; 32 + 96 + 65]].concat()),
             signature: Bytes::new(),
         };
         let mut signed = op.clone();
@@ -406,7 +396,7 @@ mod tests {
         signed.gas_fees = B256::repeat_byte(0x22);
         signed.pre_verification_gas = U256::from(123_456);
         signed.paymaster_and_data =
-            Bytes::from([vec![0x55u8; 20], vec![0x33u8; 32 + 64 + 65]].concat());
+            Bytes::from([vec![0x55u8; 20], vec![0x33u8; 32 + 96 + 65]].concat());
         signed.signature = Bytes::from(vec![0x44u8; 65]);
         assert!(estimated_pre_verification_gas(&op) >= required_pre_verification_gas(&signed));
     }

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use alloy::primitives::Address;
+use alloy::primitives::{Address, U256};
 use alloy::signers::local::PrivateKeySigner;
 use attestmesh_bindings::ENTRY_POINT_V07;
 use tracing::info;
@@ -111,6 +111,16 @@ pub struct GasManagerArgs {
     )]
     pub validity_secs: u64,
 
+    /// The most one sponsored operation may cost the paymaster, in wei: no operation whose
+    /// EntryPoint maximum cost (every gas limit × maxFeePerGas) is above it is signed, and the
+    /// signed maxCost is enforced by the paymaster on chain.
+    #[arg(
+        long = "gas-manager.max-cost-per-op-wei",
+        env = "ATTESTMESH_GAS_MANAGER_MAX_COST_PER_OP_WEI",
+        default_value_t = U256::from(super::DEFAULT_MAX_COST_PER_OP_WEI)
+    )]
+    pub max_cost_per_op_wei: U256,
+
     /// Largest request body accepted, in bytes (larger ones get HTTP 413).
     #[arg(
         long = "gas-manager.max-body-bytes",
@@ -136,6 +146,7 @@ impl GasManagerArgs {
             listen: self.listen,
             validity: Duration::from_secs(self.validity_secs),
             max_body_bytes: self.max_body_bytes,
+            max_cost_per_op: self.max_cost_per_op_wei,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy::primitives::Address;
+use alloy::primitives::{Address, U256};
 use alloy::signers::local::PrivateKeySigner;
 use attestmesh_bindings::ENTRY_POINT_V07;
 use attestmesh_bindings::paymaster::VerifyingPaymaster;
@@ -24,6 +24,13 @@ use crate::bundler::jsonrpc_server::{DEFAULT_MAX_BODY_BYTES, HttpServer, router}
 /// short enough that a leaked op cannot be replayed much later.
 pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(300);
 
+/// The most one sponsored operation may cost the paymaster by default: 0.05 ETH. Alchemy's
+/// policies have the same knob ("max spend per UO"). This emulator serves the devnet, whose
+/// anvil quotes 2 × base fee + 1 gwei (about 3 gwei at its start, more while many nodes join in
+/// one block): its largest operation, a 64-envelope batch of about 3M gas, stays well under it
+/// even at 10 gwei, while one operation can no longer move more than 1/160 of the 8 ETH the
+/// drain of issue 14 took. On Base an operator sets it near the webhook's 0.005 ETH cap.
+pub const DEFAULT_MAX_COST_PER_OP_WEI: u128 = 50_000_000_000_000_000;
 /// What the gas manager sponsors, with which key, after asking whom.
 #[derive(Debug, Clone)]
 pub struct GasManagerConfig {
@@ -51,6 +58,9 @@ pub struct GasManagerConfig {
     pub validity: Duration,
     /// Larger request bodies get HTTP 413.
     pub max_body_bytes: usize,
+    /// No operation whose EntryPoint maximum cost is above this (wei) is signed; the signed
+    /// maxCost is the paymaster's own limit on chain.
+    pub max_cost_per_op: U256,
 }
 
 impl GasManagerConfig {
@@ -79,6 +89,7 @@ impl GasManagerConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             validity: DEFAULT_VALIDITY,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_cost_per_op: U256::from(DEFAULT_MAX_COST_PER_OP_WEI),
         }
     }
 }
@@ -96,6 +107,11 @@ impl GasManager {
         if policies.is_empty() || policies.iter().any(String::is_empty) {
             return Err(GasManagerError::Config(
                 "give at least one policy id, none of them empty".into(),
+            ));
+        }
+        if config.max_cost_per_op.is_zero() {
+            return Err(GasManagerError::Config(
+                "the per-operation cost cap must be above 0 wei: nothing could be sponsored".into(),
             ));
         }
         let chain = ChainClient::connect(&config.rpc_url, Some(config.chain_id)).await?;
@@ -155,6 +171,7 @@ impl GasManager {
             entry_point: config.entry_point,
             chain_id: config.chain_id,
             validity: config.validity,
+            max_cost_per_op: config.max_cost_per_op,
         };
         let server = HttpServer::start(
             config.listen,
@@ -173,6 +190,7 @@ impl GasManager {
             webhook = %config.webhook_url,
             policies = ?policies,
             chain_id = config.chain_id,
+            max_cost_per_op_wei = %config.max_cost_per_op,
             "gas manager listening"
         );
         Ok(GasManagerHandle {

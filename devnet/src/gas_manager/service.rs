@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
 use super::LOG_TARGET;
-use super::paymaster_data::{Validity, signed_paymaster_data, stub_paymaster_data};
+use super::paymaster_data::{SponsorTerms, signed_paymaster_data, stub_paymaster_data};
 use super::webhook::WebhookClient;
 use crate::bundler::jsonrpc_server::{
     MethodResult, Methods, at_most, internal_error, invalid_params, method_not_found, param,
@@ -54,6 +54,16 @@ struct PaymasterContext {
     webhook_data: Option<String>,
 }
 
+/// How far above the gas manager's own estimate a gas field of `pm_getPaymasterData` may be, in
+/// percent of the estimate. Wallets estimate on their own (often through another bundler), so
+/// their numbers differ from this gas manager's a little, never by an order of magnitude.
+pub const GAS_FIELD_MARGIN_PERCENT: u64 = 150;
+
+/// How far above the gas manager's own fee quote (2 × base fee + priority fee) a fee of
+/// `pm_getPaymasterData` may be, in percent of the quote: the quote already leaves room for the
+/// base fee to double.
+pub const FEE_MARGIN_PERCENT: u64 = 150;
+
 /// The fee fields the gas manager sets, and the chain time they were read at.
 #[derive(Debug, Clone, Copy)]
 struct Fees {
@@ -74,6 +84,8 @@ pub(super) struct GasManagerService {
     pub entry_point: Address,
     pub chain_id: u64,
     pub validity: Duration,
+    /// The most one operation may cost the paymaster; no larger maxCost is ever signed.
+    pub max_cost_per_op: U256,
 }
 
 impl Methods for GasManagerService {
@@ -116,7 +128,6 @@ impl GasManagerService {
             self.ask_webhook(user_operation, &request.policy_id, request.webhook_data.clone()).await?;
 
             let fees = self.fees().await?;
-            let validity = self.validity(fees.timestamp)?;
             let mut op = UserOperation {
                 sender: partial.sender,
                 nonce: partial.nonce,
@@ -131,7 +142,7 @@ impl GasManagerService {
                 paymaster: Some(self.paymaster),
                 paymaster_verification_gas_limit: Some(U256::ZERO),
                 paymaster_post_op_gas_limit: Some(U256::ZERO),
-                paymaster_data: Some(stub_paymaster_data(validity)),
+                paymaster_data: Some(stub_paymaster_data()),
                 signature: request.dummy_signature.clone(),
             };
             let estimate = self.estimate(&op).await?;
@@ -141,11 +152,12 @@ impl GasManagerService {
             op.pre_verification_gas = estimate.pre_verification_gas;
             op.paymaster_verification_gas_limit = Some(paymaster_verification);
             op.paymaster_post_op_gas_limit = Some(post_op);
-            let paymaster_data = self.sign(&op, validity)?;
+            let terms = self.terms(&op, fees.timestamp)?;
+            let paymaster_data = self.sign(&op, terms)?;
             op.paymaster_data = Some(paymaster_data.clone());
             // The userOpHash leaves the account's signature out, so it is final here.
             let hash = op.hash(self.entry_point, self.chain_id);
-            info!(target: LOG_TARGET, %hash, sender = %op.sender, gas = %op.gas_summary(), "paymaster data signed");
+            info!(target: LOG_TARGET, %hash, sender = %op.sender, gas = %op.gas_summary(), max_cost = %terms.max_cost, "paymaster data signed");
             Ok(GasAndPaymasterData {
                 paymaster: self.paymaster,
                 paymaster_data,
@@ -192,11 +204,8 @@ impl GasManagerService {
                 context.webhook_data.clone(),
             )
             .await?;
-            // The window is a placeholder: only the stub's length matters to the estimate.
-            let stub = stub_paymaster_data(Validity {
-                valid_until: U48::ZERO,
-                valid_after: U48::ZERO,
-            });
+            // Only the stub's length matters to the estimate; its terms are placeholders.
+            let stub = stub_paymaster_data();
             op.paymaster = Some(self.paymaster);
             op.paymaster_verification_gas_limit = Some(U256::ZERO);
             op.paymaster_post_op_gas_limit = Some(U256::ZERO);
@@ -241,10 +250,21 @@ impl GasManagerService {
                 invalid_params("params[0] (userOp) field paymasterPostOpGasLimit: required; take it from pm_getPaymasterStubData")
             })?;
             self.ask_webhook(to_json(&op)?, &context.policy_id, context.webhook_data.clone()).await?;
-            let fees = self.fees().await?;
-            let validity = self.validity(fees.timestamp)?;
             op.paymaster = Some(self.paymaster);
-            let paymaster_data = self.sign(&op, validity)?;
+            // The wallet chose these numbers; the sponsor signs them only if they are near what
+            // this gas manager would have chosen itself (the drain of issue 14: an ordinary send
+            // with preVerificationGas 40M and 200 gwei fees, signed as given).
+            let fees = self.fees().await?;
+            self.check_fees_against_quote(&op, &fees)?;
+            let mut probe = op.clone();
+            probe.paymaster_verification_gas_limit = Some(U256::ZERO);
+            probe.paymaster_post_op_gas_limit = Some(U256::ZERO);
+            probe.paymaster_data = Some(stub_paymaster_data());
+            let estimate = self.estimate(&probe).await?;
+            check_gas_against_estimate(&op, &estimate)?;
+            let terms = self.terms(&op, fees.timestamp)?;
+            let paymaster_data = self.sign(&op, terms)?;
+            info!(target: LOG_TARGET, sender = %op.sender, nonce = %op.nonce, gas = %op.gas_summary(), max_cost = %terms.max_cost, "paymaster data signed");
             Ok(PaymasterData {
                 paymaster: self.paymaster,
                 paymaster_data,
@@ -372,19 +392,55 @@ impl GasManagerService {
         })
     }
 
-    /// Valid from now (validAfter 0) until the configured validity past the chain's time (not
-    /// the wall clock: the EntryPoint compares with block.timestamp, and a devnet may warp it).
-    fn validity(&self, chain_time: u64) -> Result<Validity, ErrorObject> {
+    /// (validUntil, validAfter): valid from now (validAfter 0) until the configured validity past
+    /// the chain's time (not the wall clock: the EntryPoint compares with block.timestamp, and a
+    /// devnet may warp it).
+    fn validity(&self, chain_time: u64) -> Result<(U48, U48), ErrorObject> {
         let until = chain_time.saturating_add(self.validity.as_secs());
         let valid_until = U48::try_from(until).map_err(|_| {
             internal_error(format!(
                 "validUntil {until} does not fit in 48 bits: the chain's time is wrong"
             ))
         })?;
-        Ok(Validity {
-            valid_until,
-            valid_after: U48::ZERO,
+        Ok((valid_until, U48::ZERO))
+    }
+
+    /// The terms the sponsor signs for `op` (gas and fees final): the validity window from the
+    /// chain's time, and maxCost = the EntryPoint's maximum cost of the op, refused above the
+    /// operator's per-operation cap.
+    fn terms(&self, op: &UserOperation, chain_time: u64) -> Result<SponsorTerms, ErrorObject> {
+        let validity = self.validity(chain_time)?;
+        let max_cost = op.max_cost();
+        if max_cost > self.max_cost_per_op {
+            return Err(refused(format!(
+                "cap: the operation's maximum cost {max_cost} wei ({}) is above the gas manager's per-operation cap {} wei",
+                op.gas_summary(),
+                self.max_cost_per_op
+            )));
+        }
+        Ok(SponsorTerms {
+            valid_until: validity.0,
+            valid_after: validity.1,
+            max_cost,
         })
+    }
+
+    /// maxFeePerGas and maxPriorityFeePerGas may be at most [`FEE_MARGIN_PERCENT`] of this gas
+    /// manager's own maxFeePerGas quote.
+    fn check_fees_against_quote(&self, op: &UserOperation, fees: &Fees) -> Result<(), ErrorObject> {
+        let limit = percent_of(fees.max_fee_per_gas, FEE_MARGIN_PERCENT);
+        for (field, value) in [
+            ("maxFeePerGas", op.max_fee_per_gas),
+            ("maxPriorityFeePerGas", op.max_priority_fee_per_gas),
+        ] {
+            if value > limit {
+                return Err(refused(format!(
+                    "cap: params[0] (userOp) field {field} {value} is above the gas manager's cap {limit} ({FEE_MARGIN_PERCENT} % of its own quote {} = 2 × base fee + priority fee)",
+                    fees.max_fee_per_gas
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The bundler's estimate of `op`; its error (an AA reason) is passed on with its code.
@@ -408,8 +464,8 @@ impl GasManagerService {
             })
     }
 
-    fn sign(&self, op: &UserOperation, validity: Validity) -> Result<Bytes, ErrorObject> {
-        signed_paymaster_data(&self.sponsor, op, self.chain_id, self.paymaster, validity).map_err(
+    fn sign(&self, op: &UserOperation, terms: SponsorTerms) -> Result<Bytes, ErrorObject> {
+        signed_paymaster_data(&self.sponsor, op, self.chain_id, self.paymaster, terms).map_err(
             |e| {
                 internal_error(format!(
                     "the sponsor key could not sign the paymaster hash: {e}"
@@ -458,6 +514,66 @@ fn paymaster_limits(estimate: &UserOperationGasEstimate) -> Result<(U256, U256),
     Ok((verification, post_op))
 }
 
+/// `value` × `percent` / 100, saturating.
+fn percent_of(value: U256, percent: u64) -> U256 {
+    value.saturating_mul(U256::from(percent)) / U256::from(100)
+}
+
+/// Each gas field of a wallet's `pm_getPaymasterData` may be at most
+/// [`GAS_FIELD_MARGIN_PERCENT`] of this gas manager's own estimate of the same operation; the
+/// first one above names itself and its cap.
+fn check_gas_against_estimate(
+    op: &UserOperation,
+    estimate: &UserOperationGasEstimate,
+) -> Result<(), ErrorObject> {
+    let (paymaster_verification, post_op) = paymaster_limits(estimate)?;
+    let fields = [
+        (
+            "preVerificationGas",
+            op.pre_verification_gas,
+            estimate.pre_verification_gas,
+        ),
+        (
+            "verificationGasLimit",
+            op.verification_gas_limit,
+            estimate.verification_gas_limit,
+        ),
+        // The alchemy_ flow signs the estimate with headroom: a wallet may use as much.
+        (
+            "callGasLimit",
+            op.call_gas_limit,
+            with_headroom(estimate.call_gas_limit),
+        ),
+        (
+            "paymasterVerificationGasLimit",
+            op.paymaster_verification_gas_limit.unwrap_or_default(),
+            paymaster_verification,
+        ),
+        (
+            "paymasterPostOpGasLimit",
+            op.paymaster_post_op_gas_limit.unwrap_or_default(),
+            post_op,
+        ),
+    ];
+    for (field, value, estimated) in fields {
+        let cap = percent_of(estimated, GAS_FIELD_MARGIN_PERCENT);
+        if value > cap {
+            return Err(refused(format!(
+                "cap: params[0] (userOp) field {field} {value} is above the gas manager's cap {cap} ({GAS_FIELD_MARGIN_PERCENT} % of its own estimate {estimated})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A refusal to sponsor (the gas manager's own rule, before anything is signed).
+fn refused(reason: String) -> ErrorObject {
+    ErrorObject::new(
+        codes::SPONSORSHIP_DENIED,
+        format!("sponsorship refused by the gas manager: {reason}"),
+    )
+}
+
 fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, ErrorObject> {
     serde_json::to_value(value).map_err(|e| internal_error(format!("cannot encode the reply: {e}")))
 }
@@ -469,6 +585,69 @@ mod tests {
     /// Regression: a registration estimated before other nodes registered in the same block
     /// ran out of gas through alto (estimate 243,374, needed about 258,000). The signed call
     /// gas carries the headroom.
+    fn estimate() -> UserOperationGasEstimate {
+        UserOperationGasEstimate {
+            pre_verification_gas: U256::from(60_000),
+            verification_gas_limit: U256::from(150_000),
+            call_gas_limit: U256::from(100_000),
+            paymaster_verification_gas_limit: Some(U256::from(40_000)),
+            paymaster_post_op_gas_limit: None,
+        }
+    }
+
+    fn op_like_the_estimate() -> UserOperation {
+        UserOperation {
+            sender: Address::repeat_byte(1),
+            nonce: U256::ZERO,
+            factory: None,
+            factory_data: None,
+            call_data: Bytes::new(),
+            call_gas_limit: U256::from(100_000),
+            verification_gas_limit: U256::from(150_000),
+            pre_verification_gas: U256::from(60_000),
+            max_fee_per_gas: U256::from(3_000_000_000u64),
+            max_priority_fee_per_gas: U256::from(1_000_000_000u64),
+            paymaster: Some(Address::repeat_byte(2)),
+            paymaster_verification_gas_limit: Some(U256::from(40_000)),
+            paymaster_post_op_gas_limit: Some(U256::ZERO),
+            paymaster_data: None,
+            signature: Bytes::new(),
+        }
+    }
+
+    /// Issue 14's drain: an ordinary send with preVerificationGas 40M was signed as given.
+    #[test]
+    fn gas_fields_far_above_the_estimate_are_refused_naming_the_field_and_cap() {
+        let op = op_like_the_estimate();
+        assert!(check_gas_against_estimate(&op, &estimate()).is_ok());
+        let mut inflated = op.clone();
+        inflated.pre_verification_gas = U256::from(40_000_000);
+        let err = check_gas_against_estimate(&inflated, &estimate()).unwrap_err();
+        assert_eq!(err.code, codes::SPONSORSHIP_DENIED);
+        assert!(
+            err.message
+                .contains("cap: params[0] (userOp) field preVerificationGas 40000000 is above the gas manager's cap 90000"),
+            "{}",
+            err.message
+        );
+        // Within the margin passes; call gas may use the same headroom the alchemy_ flow signs.
+        let mut near = op.clone();
+        near.pre_verification_gas = U256::from(90_000);
+        near.call_gas_limit = U256::from(187_500);
+        assert!(check_gas_against_estimate(&near, &estimate()).is_ok());
+        near.call_gas_limit = U256::from(187_501);
+        assert!(check_gas_against_estimate(&near, &estimate()).is_err());
+        // A postOp limit for a paymaster that has no postOp only inflates the cost.
+        let mut post_op = op;
+        post_op.paymaster_post_op_gas_limit = Some(U256::from(1));
+        let err = check_gas_against_estimate(&post_op, &estimate()).unwrap_err();
+        assert!(
+            err.message.contains("paymasterPostOpGasLimit"),
+            "{}",
+            err.message
+        );
+    }
+
     #[test]
     fn call_gas_gets_headroom_over_the_estimate() {
         assert_eq!(with_headroom(U256::from(243_374)), U256::from(304_217));

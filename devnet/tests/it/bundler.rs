@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use alloy::eips::BlockNumberOrTag;
 use alloy::network::TransactionBuilder;
-use alloy::primitives::{Address, B256, Bytes, U256, aliases::U192, keccak256};
+use alloy::primitives::aliases::{U48, U192};
+use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy::providers::Provider;
 use alloy::rpc::types::TransactionRequest;
 use alloy::signers::SignerSync;
@@ -19,6 +20,9 @@ use attestmesh_bindings::factory::ClusterFactory;
 use attestmesh_bindings::member_account::MemberAccount;
 use attestmesh_chain::dummy_signature;
 use attestmesh_devnet::bundler::{Bundler, BundlerConfig, BundlerError, BundlerHandle};
+use attestmesh_devnet::gas_manager::paymaster_data::{
+    SponsorTerms, signed_paymaster_data, stub_paymaster_data,
+};
 use attestmesh_devnet::local_chain::{LocalChain, LocalChainConfig, member_salt};
 use attestmesh_types::hex::is_even_hex;
 use attestmesh_types::{UserOperation, UserOperationGasEstimate, UserOperationReceipt};
@@ -341,6 +345,44 @@ async fn estimate_into(url: &Url, op: &mut UserOperation) -> UserOperationGasEst
     estimate
 }
 
+/// Sponsors `op` through the devnet's paymaster as the gas manager does: stub paymaster data of
+/// the final length for the estimate, then the sponsor's signature over the final gas fields.
+/// (`register` must be sponsored: the member account refuses to pay for it itself.)
+async fn sponsor_into(
+    chain: &LocalChain,
+    url: &Url,
+    op: &mut UserOperation,
+) -> UserOperationGasEstimate {
+    op.paymaster = Some(chain.deployment().verifying_paymaster);
+    op.paymaster_verification_gas_limit = Some(U256::ZERO);
+    op.paymaster_post_op_gas_limit = Some(U256::ZERO);
+    op.paymaster_data = Some(stub_paymaster_data());
+    let estimate = estimate_into(url, op).await;
+    op.paymaster_verification_gas_limit = estimate.paymaster_verification_gas_limit;
+    op.paymaster_post_op_gas_limit = Some(estimate.paymaster_post_op_gas_limit.unwrap_or_default());
+    sign_sponsorship(chain, op);
+    estimate
+}
+
+/// The sponsor's paymaster data for `op` as it is now (no expiry, its exact maximum cost).
+fn sign_sponsorship(chain: &LocalChain, op: &mut UserOperation) {
+    let terms = SponsorTerms {
+        valid_until: U48::ZERO,
+        valid_after: U48::ZERO,
+        max_cost: op.max_cost(),
+    };
+    op.paymaster_data = Some(
+        signed_paymaster_data(
+            chain.sponsor(),
+            op,
+            31337,
+            chain.deployment().verifying_paymaster,
+            terms,
+        )
+        .unwrap(),
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bundler_includes_an_estimated_op_and_serves_its_receipt_and_lookup() {
     let (chain, cluster, bundler, account, registration) = registered_setup().await;
@@ -352,10 +394,10 @@ async fn bundler_includes_an_estimated_op_and_serves_its_receipt_and_lookup() {
     assert_eq!(served, vec![ENTRY_POINT_V07]);
 
     let mut op = unsponsored_op(&chain, account, registration.call_data.clone()).await;
-    let estimate = estimate_into(url, &mut op).await;
+    let estimate = sponsor_into(&chain, url, &mut op).await;
     assert!(
-        estimate.paymaster_verification_gas_limit.is_none(),
-        "no paymaster, no paymaster gas"
+        estimate.paymaster_verification_gas_limit > Some(U256::ZERO),
+        "a paymaster, paymaster gas: {estimate:?}"
     );
     assert!(
         estimate.verification_gas_limit > U256::from(50_000),
@@ -375,7 +417,10 @@ async fn bundler_includes_an_estimated_op_and_serves_its_receipt_and_lookup() {
     assert_eq!(receipt.user_op_hash, hash);
     assert_eq!(receipt.sender, account);
     assert_eq!(receipt.nonce, U256::ZERO);
-    assert_eq!(receipt.paymaster, None);
+    assert_eq!(
+        receipt.paymaster,
+        Some(chain.deployment().verifying_paymaster)
+    );
     assert!(receipt.actual_gas_used > U256::ZERO && receipt.actual_gas_cost > U256::ZERO);
     assert!(
         receipt.logs.iter().any(|log| log["address"]
@@ -386,7 +431,10 @@ async fn bundler_includes_an_estimated_op_and_serves_its_receipt_and_lookup() {
         receipt.logs
     );
     // Estimation limits held: the op used less than it was allowed.
-    let limit = op.call_gas_limit + op.verification_gas_limit + op.pre_verification_gas;
+    let limit = op.call_gas_limit
+        + op.verification_gas_limit
+        + op.pre_verification_gas
+        + op.paymaster_verification_gas_limit.unwrap_or_default();
     assert!(
         receipt.actual_gas_used <= limit,
         "used {} of {limit}",
@@ -415,6 +463,27 @@ async fn bundler_includes_an_estimated_op_and_serves_its_receipt_and_lookup() {
     let (code, message) = rpc_err(url, "eth_sendUserOperation", json!([op, ENTRY_POINT_V07])).await;
     assert_eq!(code, -32602);
     assert!(message.contains("already known"), "{message}");
+
+    // An unsponsored op of the registered account (funded): no paymaster, no paymaster gas, and
+    // the account pays its own prefund.
+    let message = execute(Cluster::sendCall {
+        recipientMemberId: member.id,
+        envelopeId: B256::repeat_byte(1),
+        ciphertext: Bytes::from(vec![0xc1; 32]),
+    });
+    let mut own = unsponsored_op(&chain, account, message).await;
+    let estimate = estimate_into(url, &mut own).await;
+    assert!(
+        estimate.paymaster_verification_gas_limit.is_none(),
+        "no paymaster, no paymaster gas"
+    );
+    let own_hash = sign(&mut own, &registration.owner);
+    rpc_ok(url, "eth_sendUserOperation", json!([own, ENTRY_POINT_V07])).await;
+    let own_receipt = wait_for_receipt(url, own_hash).await;
+    assert!(
+        own_receipt.success && own_receipt.paymaster.is_none(),
+        "{own_receipt:?}"
+    );
     // Unknown hashes are null, not errors.
     assert!(
         rpc_ok(
@@ -441,9 +510,20 @@ async fn bundler_rejects_failing_ops_with_the_decoded_aa_reason() {
     let (chain, cluster, bundler, account, registration) = registered_setup().await;
     let url = bundler.url();
 
+    // An unsponsored registration: the account refuses to pay for it (its validation cannot see
+    // the KMS-root allowlist), so the EntryPoint reports the prefund unpaid.
+    let mut op = unsponsored_op(&chain, account, registration.call_data.clone()).await;
+    op.call_gas_limit = U256::from(500_000);
+    op.verification_gas_limit = U256::from(500_000);
+    op.pre_verification_gas = U256::from(100_000);
+    sign(&mut op, &registration.owner);
+    let (code, message) = rpc_err(url, "eth_sendUserOperation", json!([op, ENTRY_POINT_V07])).await;
+    assert_eq!(code, -32500, "{message}");
+    assert!(message.contains("AA21"), "{message}");
+
     // Signed by a key the account does not expect: AA24, decoded, with advice.
     let mut op = unsponsored_op(&chain, account, registration.call_data.clone()).await;
-    estimate_into(url, &mut op).await;
+    sponsor_into(&chain, url, &mut op).await;
     sign(&mut op, &PrivateKeySigner::random());
     let (code, message) = rpc_err(url, "eth_sendUserOperation", json!([op, ENTRY_POINT_V07])).await;
     assert_eq!(code, -32500, "{message}");
@@ -455,8 +535,9 @@ async fn bundler_rejects_failing_ops_with_the_decoded_aa_reason() {
 
     // A wrong nonce: AA25.
     let mut op = unsponsored_op(&chain, account, registration.call_data.clone()).await;
-    estimate_into(url, &mut op).await;
+    sponsor_into(&chain, url, &mut op).await;
     op.nonce = U256::from(5);
+    sign_sponsorship(&chain, &mut op);
     sign(&mut op, &registration.owner);
     let (code, message) = rpc_err(url, "eth_sendUserOperation", json!([op, ENTRY_POINT_V07])).await;
     assert_eq!(code, -32500, "{message}");
@@ -464,8 +545,9 @@ async fn bundler_rejects_failing_ops_with_the_decoded_aa_reason() {
 
     // Too little preVerificationGas for its calldata: refused before simulation.
     let mut op = unsponsored_op(&chain, account, registration.call_data.clone()).await;
-    estimate_into(url, &mut op).await;
+    sponsor_into(&chain, url, &mut op).await;
     op.pre_verification_gas = U256::from(21_000);
+    sign_sponsorship(&chain, &mut op);
     sign(&mut op, &registration.owner);
     let (code, message) = rpc_err(url, "eth_sendUserOperation", json!([op, ENTRY_POINT_V07])).await;
     assert_eq!(code, -32602, "{message}");
@@ -474,7 +556,7 @@ async fn bundler_rejects_failing_ops_with_the_decoded_aa_reason() {
     // Register for real, then an op whose call reverts (only the cluster owner may revoke):
     // estimation names the revert, and when sent anyway it lands with the reason in its receipt.
     let mut op = unsponsored_op(&chain, account, registration.call_data.clone()).await;
-    estimate_into(url, &mut op).await;
+    sponsor_into(&chain, url, &mut op).await;
     let hash = sign(&mut op, &registration.owner);
     rpc_ok(url, "eth_sendUserOperation", json!([op, ENTRY_POINT_V07])).await;
     assert!(wait_for_receipt(url, hash).await.success);

@@ -22,7 +22,7 @@ use attestmesh_chain::{
 };
 use attestmesh_devnet::bundler::{BundlerHandle, packed};
 use attestmesh_devnet::gas_manager::paymaster_data::{
-    Validity, paymaster_hash, signed_paymaster_data,
+    PAYMASTER_DATA_LEN, SponsorTerms, paymaster_hash, signed_paymaster_data, stub_paymaster_data,
 };
 use attestmesh_devnet::gas_manager::{
     GasManager, GasManagerConfig, GasManagerError, GasManagerHandle, WebhookSecret,
@@ -430,40 +430,60 @@ async fn paymaster_hash_matches_the_contracts_get_hash() {
         paymaster: Some(paymaster),
         paymaster_verification_gas_limit: Some(U256::from(98_765)),
         paymaster_post_op_gas_limit: Some(U256::from(4_321)),
-        paymaster_data: Some(Bytes::from(vec![0u8; 129])),
+        paymaster_data: Some(Bytes::from(vec![0u8; PAYMASTER_DATA_LEN])),
         signature: Bytes::from(vec![0x99; 65]),
     };
-    let validity = Validity {
+    let terms = SponsorTerms {
         valid_until: U48::from(1_900_000_000u64),
         valid_after: U48::from(1_700_000_000u64),
+        max_cost: op.max_cost(),
     };
     let packed_op = packed::for_paymaster(&op.pack());
     let on_chain = instance
-        .getHash(packed_op, validity.valid_until, validity.valid_after)
+        .getHash(
+            packed_op,
+            terms.valid_until,
+            terms.valid_after,
+            terms.max_cost,
+        )
         .call()
         .await
         .unwrap();
-    assert_eq!(paymaster_hash(&op, 31337, paymaster, validity), on_chain);
+    assert_eq!(paymaster_hash(&op, 31337, paymaster, terms), on_chain);
 
-    // And the signed data verifies on chain: validatePaymasterUserOp (called as the EntryPoint)
-    // reports no signature failure and the window that was signed.
-    let mut signed = op.clone();
-    signed.paymaster_data =
-        Some(signed_paymaster_data(chain.sponsor(), &op, 31337, paymaster, validity).unwrap());
-    let input = VerifyingPaymaster::validatePaymasterUserOpCall {
-        userOp: packed::for_paymaster(&signed.pack()),
-        _1: B256::ZERO,
-        _2: U256::ZERO,
-    }
-    .abi_encode();
-    let request = TransactionRequest::default()
-        .with_from(ENTRY_POINT_V07)
-        .with_to(paymaster)
-        .with_input(input);
-    let output = chain
-        .operator_client()
-        .provider()
-        .call(request)
+    // The layout is the contract's: it parses back the terms that were signed.
+    let data = signed_paymaster_data(chain.sponsor(), &op, 31337, paymaster, terms).unwrap();
+    assert_eq!(data.len(), PAYMASTER_DATA_LEN);
+    let mut with_data = op.clone();
+    with_data.paymaster_data = Some(data.clone());
+    let parsed = instance
+        .parsePaymasterAndData(with_data.paymaster_and_data())
+        .call()
+        .await
+        .unwrap();
+    assert_eq!(
+        (parsed.validUntil, parsed.validAfter, parsed.maxCost),
+        (terms.valid_until, terms.valid_after, terms.max_cost)
+    );
+    assert_eq!(parsed.signature.as_ref(), &data[96..]);
+
+    // And the signed data verifies on chain: validatePaymasterUserOp (called as the EntryPoint
+    // with the op's maximum cost) reports no signature failure and the window that was signed.
+    let validate = |signed: &UserOperation, max_cost: U256| {
+        let input = VerifyingPaymaster::validatePaymasterUserOpCall {
+            userOp: packed::for_paymaster(&signed.pack()),
+            _1: B256::ZERO,
+            maxCost: max_cost,
+        }
+        .abi_encode();
+        TransactionRequest::default()
+            .with_from(ENTRY_POINT_V07)
+            .with_to(paymaster)
+            .with_input(input)
+    };
+    let provider = chain.operator_client().provider().clone();
+    let output = provider
+        .call(validate(&with_data, op.max_cost()))
         .await
         .unwrap();
     let returned =
@@ -479,25 +499,41 @@ async fn paymaster_hash_matches_the_contracts_get_hash() {
         U256::from(1_900_000_000u64),
         "validUntil"
     );
-    // A different key does not.
-    signed.paymaster_data = Some(
-        signed_paymaster_data(&PrivateKeySigner::random(), &op, 31337, paymaster, validity)
-            .unwrap(),
+    // A maximum cost above the signed one reverts CostAboveSignedMaximum (AA33 in handleOps).
+    let err = provider
+        .call(validate(&with_data, op.max_cost() + U256::from(1)))
+        .await
+        .unwrap_err();
+    let revert = err
+        .as_error_resp()
+        .and_then(|e| e.as_revert_data())
+        .expect("revert data");
+    assert!(
+        attestmesh_chain::revert::decode(&revert).contains("CostAboveSignedMaximum"),
+        "{}",
+        attestmesh_chain::revert::decode(&revert)
     );
-    let input = VerifyingPaymaster::validatePaymasterUserOpCall {
-        userOp: packed::for_paymaster(&signed.pack()),
-        _1: B256::ZERO,
-        _2: U256::ZERO,
-    }
-    .abi_encode();
-    let request = TransactionRequest::default()
-        .with_from(ENTRY_POINT_V07)
-        .with_to(paymaster)
-        .with_input(input);
-    let output = chain
-        .operator_client()
-        .provider()
-        .call(request)
+    // The stub never trips the cost check: its maximum is the largest there is.
+    let mut stubbed = op.clone();
+    stubbed.paymaster_data = Some(stub_paymaster_data());
+    let output = provider
+        .call(validate(&stubbed, U256::from(u128::MAX)))
+        .await
+        .unwrap();
+    let returned =
+        VerifyingPaymaster::validatePaymasterUserOpCall::abi_decode_returns(&output).unwrap();
+    assert_eq!(
+        returned.validationData & U256::from(1),
+        U256::from(1),
+        "dummy signature fails"
+    );
+    // A different key does not verify.
+    let mut signed = op.clone();
+    signed.paymaster_data = Some(
+        signed_paymaster_data(&PrivateKeySigner::random(), &op, 31337, paymaster, terms).unwrap(),
+    );
+    let output = provider
+        .call(validate(&signed, op.max_cost()))
         .await
         .unwrap();
     let returned =
@@ -704,7 +740,7 @@ async fn gas_manager_answers_bad_input_with_clear_errors_and_keeps_serving() {
     );
     assert_eq!(
         result["paymasterData"].as_str().unwrap().len(),
-        2 + 2 * (64 + 65)
+        2 + 2 * PAYMASTER_DATA_LEN
     );
 
     let (status, reply) = post_raw(gm, "{\"jsonrpc\":").await;
@@ -1010,6 +1046,19 @@ fn subcommands_parse_with_loopback_defaults_and_never_show_secrets() {
     assert_eq!(
         config.validity,
         attestmesh_devnet::gas_manager::DEFAULT_VALIDITY
+    );
+    assert_eq!(
+        config.max_cost_per_op,
+        U256::from(attestmesh_devnet::gas_manager::DEFAULT_MAX_COST_PER_OP_WEI)
+    );
+    let mut capped = argv.clone();
+    capped.extend(["--gas-manager.max-cost-per-op-wei", "5000000000000000"]);
+    let Command::GasManager(args) = parse(&capped).unwrap() else {
+        panic!("not the gas-manager subcommand");
+    };
+    assert_eq!(
+        args.config().max_cost_per_op,
+        U256::from(5_000_000_000_000_000u64)
     );
     let debug = format!("{args:?} {config:?}");
     assert!(

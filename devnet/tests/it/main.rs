@@ -10,6 +10,7 @@ mod dstack_simulator;
 mod gas_manager;
 mod gateway;
 mod local_chain;
+mod paymaster_drain;
 mod up;
 
 use std::path::Path;

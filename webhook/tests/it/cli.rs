@@ -51,8 +51,68 @@ fn flags_build_the_config_with_defaults() {
     assert_eq!(config.chain_id, 8453);
     assert_eq!(config.listen.to_string(), "127.0.0.1:8787");
     assert_eq!(config.rate_limit_per_minute, 30);
+    assert_eq!(config.message_rate_limit_per_minute, 128);
+    assert_eq!(config.pending_window.as_secs(), 120);
+    assert_eq!(config.caps, attestmesh_webhook::GasCaps::default());
+    assert_eq!(
+        config.caps.max_fee_per_gas,
+        alloy::primitives::U256::from(1_000_000_000u64)
+    );
     assert_eq!(config.max_body_bytes, 64 * 1024);
     assert_eq!(cli.log_format, LogFormat::Human);
+}
+
+#[test]
+fn caps_and_message_limits_come_from_flags() {
+    use alloy::primitives::U256;
+    let cli = parse(&[
+        "--policy",
+        &format!("pol-a={CLUSTER}"),
+        "--rpc-url",
+        "http://127.0.0.1:8545",
+        "--chain-id",
+        "8453",
+        "--secret",
+        SECRET,
+        "--cap-max-fee-per-gas",
+        "2000000000",
+        "--cap-pre-verification-gas",
+        "500000",
+        "--cap-verification-gas-limit",
+        "0x0f4240",
+        "--cap-call-gas-limit",
+        "3000000",
+        "--cap-max-cost-wei",
+        "1000000000000000",
+        "--message-rate-limit",
+        "64",
+        "--pending-window-secs",
+        "60",
+    ])
+    .unwrap();
+    let config = cli.config().unwrap();
+    assert_eq!(config.caps.max_fee_per_gas, U256::from(2_000_000_000u64));
+    assert_eq!(config.caps.pre_verification_gas, U256::from(500_000));
+    assert_eq!(config.caps.verification_gas_limit, U256::from(1_000_000));
+    assert_eq!(config.caps.call_gas_limit, U256::from(3_000_000));
+    assert_eq!(config.caps.max_cost, U256::from(1_000_000_000_000_000u64));
+    assert_eq!(config.message_rate_limit_per_minute, 64);
+    assert_eq!(config.pending_window.as_secs(), 60);
+    assert!(
+        parse(&[
+            "--policy",
+            &format!("pol-a={CLUSTER}"),
+            "--rpc-url",
+            "http://127.0.0.1:8545",
+            "--chain-id",
+            "8453",
+            "--secret",
+            SECRET,
+            "--message-rate-limit",
+            "0",
+        ])
+        .is_err()
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod decisions;
 mod fail_closed;
+mod money;
 mod proof;
 mod rate_limit;
 mod startup;
@@ -143,8 +144,9 @@ pub async fn into_json(response: reqwest::Response) -> (u16, Value) {
     (status, json)
 }
 
-/// A gas manager's webhook request: a v0.7 UserOperation (only sender and callData matter to
-/// the policy; the rest is what Alchemy sends) for `policy_id` on `chain_id`.
+/// A gas manager's webhook request: a v0.7 UserOperation (sender and callData matter to the
+/// policy; the gas fields, ordinary for Base, to the operator's caps) for `policy_id` on
+/// `chain_id`.
 pub fn webhook_request(
     sender: Address,
     call_data: &Bytes,
@@ -159,8 +161,8 @@ pub fn webhook_request(
             "callGasLimit": "0x0186a0",
             "verificationGasLimit": "0x07a120",
             "preVerificationGas": "0xea60",
-            "maxFeePerGas": "0x77359400",
-            "maxPriorityFeePerGas": "0x3b9aca00",
+            "maxFeePerGas": "0x02faf080",
+            "maxPriorityFeePerGas": "0x0f4240",
             "signature": format!("0x{}", "ff".repeat(65)),
         },
         "policyId": policy_id,

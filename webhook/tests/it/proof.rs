@@ -44,6 +44,11 @@ impl Node {
         }
     }
 
+    /// The node's owner key (the derived key the proof attests), which signs its operations.
+    pub fn owner(&self) -> &PrivateKeySigner {
+        &self.derived_key
+    }
+
     /// `MemberAccount.register(proof, keys)` calldata, the proof issued by `kms_root` and bound
     /// to `cluster` by the digest the chain computes.
     pub async fn register_call_data(
