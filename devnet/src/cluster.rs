@@ -108,10 +108,9 @@ impl ClusterNode {
         healthz_code(&probe_client().ok()?, &self.health_url()).await
     }
 
-    /// A counter or gauge from the agent's `/metrics`: an error when `/metrics` does not
-    /// answer, `None` when it has no such series.
-    pub async fn metric(&self, name: &str) -> eyre::Result<Option<f64>> {
-        let text = probe_client()?
+    /// The agent's `/metrics` text.
+    async fn metrics_text(&self) -> eyre::Result<String> {
+        probe_client()?
             .get(self.metrics_url())
             .send()
             .await
@@ -119,7 +118,13 @@ impl ClusterNode {
             .wrap_err_with(|| format!("{}: /metrics does not answer", self.name))?
             .text()
             .await
-            .wrap_err_with(|| format!("{}: /metrics body", self.name))?;
+            .wrap_err_with(|| format!("{}: /metrics body", self.name))
+    }
+
+    /// A counter or gauge from the agent's `/metrics`: an error when `/metrics` does not
+    /// answer, `None` when it has no such series.
+    pub async fn metric(&self, name: &str) -> eyre::Result<Option<f64>> {
+        let text = self.metrics_text().await?;
         Ok(text
             .lines()
             .find(|line| line.split_whitespace().next() == Some(name))
@@ -131,15 +136,7 @@ impl ClusterNode {
     /// `attestmesh_agent_sponsored_operations_total`): an error when `/metrics` does not answer
     /// or does not export the family (which must not read as zero).
     pub async fn metric_sum(&self, name: &str) -> eyre::Result<f64> {
-        let text = probe_client()?
-            .get(self.metrics_url())
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .wrap_err_with(|| format!("{}: /metrics does not answer", self.name))?
-            .text()
-            .await
-            .wrap_err_with(|| format!("{}: /metrics body", self.name))?;
+        let text = self.metrics_text().await?;
         let series = family_series(&text, name)
             .wrap_err_with(|| format!("{}: /metrics", self.name))?
             .ok_or_else(|| eyre::eyre!("{}: /metrics does not export {name}", self.name))?;
