@@ -480,10 +480,7 @@ impl Bench<'_> {
         let mut metered = self.prepare(dir, size, cadence).await?;
         let cluster = &mut metered.cluster;
         let started = Instant::now();
-        for i in 0..size {
-            cluster.start_agent(i)?;
-        }
-        cluster.wait_converged(WAIT_LIMIT).await?;
+        start_all_and_wait_whole(cluster, size).await?;
         let cold = started.elapsed();
         let ops_at_whole = total(&sponsored_operations(cluster).await?);
         tokio::time::sleep(cadence.settle()).await;
@@ -536,10 +533,7 @@ impl Bench<'_> {
         let mut metered = self.prepare(dir, size, cadence).await?;
         let cluster = &mut metered.cluster;
         let started = Instant::now();
-        for i in 0..size {
-            cluster.start_agent(i)?;
-        }
-        cluster.wait_converged(WAIT_LIMIT).await?;
+        start_all_and_wait_whole(cluster, size).await?;
         println!(
             "[bench]   {size} nodes whole after {:.2} s",
             secs(started.elapsed())
@@ -660,6 +654,15 @@ fn alto_version() -> eyre::Result<String> {
         .as_str()
         .map(str::to_owned)
         .ok_or_else(|| eyre::eyre!("{} has no version", path.display()))
+}
+
+/// Starts the agents of the first `size` nodes and waits until the cluster is whole.
+async fn start_all_and_wait_whole(cluster: &mut Cluster, size: usize) -> eyre::Result<()> {
+    for i in 0..size {
+        cluster.start_agent(i)?;
+    }
+    cluster.wait_converged(WAIT_LIMIT).await?;
+    Ok(())
 }
 
 /// `kill -9` of `nodes`, then starts them all at once; the time until the cluster is whole.

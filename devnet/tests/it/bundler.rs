@@ -329,7 +329,8 @@ async fn registered_setup() -> (
 }
 
 /// Estimates `op` with the bundler and fills its gas fields.
-async fn estimate_into(url: &Url, op: &mut UserOperation) -> UserOperationGasEstimate {
+/// Asks the bundler at `url` to estimate `op` and writes the estimate's gas fields into it.
+pub async fn estimate_into(url: &Url, op: &mut UserOperation) -> UserOperationGasEstimate {
     let estimate: UserOperationGasEstimate = serde_json::from_value(
         rpc_ok(
             url,

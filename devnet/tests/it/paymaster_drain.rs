@@ -30,14 +30,14 @@ use attestmesh_devnet::gas_manager::{
 };
 use attestmesh_devnet::local_chain::{LocalChain, LocalChainConfig};
 use attestmesh_types::UserOperation;
-use attestmesh_types::UserOperationGasEstimate;
 use attestmesh_types::gas_manager::PaymasterData;
 use attestmesh_webhook::{GasCaps, Webhook, WebhookConfig, WebhookHandle};
 use serde_json::json;
 use url::Url;
 
 use crate::bundler::{
-    TestCluster, create_cluster, execute, registration, rpc_err, rpc_ok, start_bundler,
+    TestCluster, create_cluster, estimate_into, execute, registration, rpc_err, rpc_ok,
+    start_bundler,
 };
 
 const POLICY: &str = "drain-policy";
@@ -216,18 +216,7 @@ async fn ordinary_op(devnet: &Devnet, envelope: u8) -> UserOperation {
     op.paymaster_verification_gas_limit = stub.paymaster_verification_gas_limit;
     op.paymaster_post_op_gas_limit = stub.paymaster_post_op_gas_limit;
     op.paymaster_data = Some(stub.paymaster_data);
-    let estimate: UserOperationGasEstimate = serde_json::from_value(
-        rpc_ok(
-            devnet.bundler.url(),
-            "eth_estimateUserOperationGas",
-            json!([op, ENTRY_POINT_V07]),
-        )
-        .await,
-    )
-    .unwrap();
-    op.call_gas_limit = estimate.call_gas_limit;
-    op.verification_gas_limit = estimate.verification_gas_limit;
-    op.pre_verification_gas = estimate.pre_verification_gas;
+    estimate_into(devnet.bundler.url(), &mut op).await;
     op
 }
 
