@@ -59,7 +59,7 @@ contract RevertingInit {
 contract DiamondTest is ClusterFixture {
     /// @dev 1 (diamondCut) + 5 (loupe) + 2 (ownership) + 14 (member) + 21 (registration)
     ///      + 5 (message) + 1 (sponsorship).
-    uint256 internal constant CLUSTER_SELECTORS = 49;
+    uint256 internal constant CLUSTER_SELECTORS = 53;
 
     PingFacet internal ping;
     PingFacetV2 internal pingV2;

@@ -59,8 +59,10 @@ contract EntryPointFlowTest is ClusterFixture {
         handle(executeOp(a, abi.encodeCall(IMessageFacet.send, (2, bytes32("envelope-1"), ciphertext))));
         vm.snapshotGasLastCall("handleOps_send_256_bytes");
 
-        handle(executeOp(a, abi.encodeCall(IMemberFacet.commitClusterSharedKey, (keccak256("csk")))));
-        vm.assertEq(members.cskCommitment(), keccak256("csk"), "commitment set through a sponsored op");
+        handle(executeOp(a, abi.encodeCall(IMemberFacet.commitClusterSharedKey, (0, keccak256("csk")))));
+        vm.assertEq(
+            members.currentCskEpoch().commitment, keccak256("csk"), "commitment set through a sponsored op"
+        );
     }
 
     /// @notice The originator's first operation after registering: the CSK commitment and its first
@@ -75,7 +77,7 @@ contract EntryPointFlowTest is ClusterFixture {
         envelopes[0] = Envelope(2, bytes32("endpoint-to-b"), new bytes(256));
         envelopes[1] = Envelope(1, bytes32("note-to-self"), new bytes(128));
         bytes[] memory calls = new bytes[](2);
-        calls[0] = abi.encodeCall(IMemberFacet.commitClusterSharedKey, (keccak256("csk")));
+        calls[0] = abi.encodeCall(IMemberFacet.commitClusterSharedKey, (0, keccak256("csk")));
         calls[1] = abi.encodeCall(IMessageFacet.sendBatch, (envelopes));
         (bool sponsorable, string memory reason) = ISponsorshipFacet(cluster)
             .checkSponsorship(a.account, abi.encodeCall(IMemberAccount.executeBatch, (calls)));
@@ -83,7 +85,7 @@ contract EntryPointFlowTest is ClusterFixture {
 
         uint256 depositBefore = paymaster.getDeposit();
         vm.expectEmit(cluster);
-        emit IMemberFacet.ClusterSharedKeyCommitted(1, keccak256("csk"));
+        emit IMemberFacet.ClusterSharedKeyCommitted(0, 1, keccak256("csk"));
         vm.expectEmit(cluster);
         emit IMessageFacet.MessageSent(2, 1, bytes32("endpoint-to-b"), envelopes[0].ciphertext);
         vm.expectEmit(cluster);
@@ -91,7 +93,7 @@ contract EntryPointFlowTest is ClusterFixture {
         handle(executeBatchOp(a, calls));
         vm.snapshotGasLastCall("handleOps_executeBatch_commit_and_sendBatch_2");
 
-        vm.assertEq(IMemberFacet(cluster).cskCommitment(), keccak256("csk"), "commitment set");
+        vm.assertEq(IMemberFacet(cluster).currentCskEpoch().commitment, keccak256("csk"), "commitment set");
         IMessageFacet messages = IMessageFacet(cluster);
         vm.assertTrue(messages.isEnvelopeUsed(2, 1, bytes32("endpoint-to-b")), "envelope to b sent");
         vm.assertTrue(messages.isEnvelopeUsed(1, 1, bytes32("note-to-self")), "envelope to self sent");

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.28;
 
-import {Envelope, Member, MemberStatus} from "../contracts/lib/ClusterTypes.sol";
+import {CskEpoch, Envelope, Member, MemberStatus} from "../contracts/lib/ClusterTypes.sol";
 import {IMemberFacet} from "../contracts/member/IMemberFacet.sol";
 import {IMessageFacet} from "../contracts/message/IMessageFacet.sol";
 import {ClusterFixture} from "./utils/ClusterFixture.sol";
@@ -21,7 +21,12 @@ contract ClusterHandler is ClusterFixture {
         bytes32 envelopeId;
     }
 
-    bytes32 public firstCommitment;
+    /// @notice The commitment each epoch got when it was committed (zero: none yet).
+    mapping(uint64 epoch => bytes32) public committedAt;
+    uint256 public commits;
+    /// @notice Commitments accepted from a member that is not the epoch's originator, or for an
+    ///         epoch that is not the current one (must stay 0).
+    uint256 public foreignCommitsAccepted;
     uint256 public registrations;
     uint256 public revocations;
     /// @notice Sends accepted although their key was already used (must stay 0).
@@ -59,15 +64,28 @@ contract ClusterHandler is ClusterFixture {
         revocations += 1;
     }
 
-    function commit(uint256 seed) external {
+    /// @notice A commitment by any member for the current epoch or an older one: only the
+    ///         current epoch's originator may succeed, once.
+    function commit(uint256 seed, uint256 memberSeed, uint256 epochSeed) external {
         IMemberFacet members = IMemberFacet(cluster);
-        if (members.memberCount() == 0) return;
-        Member memory first = members.getMember(1);
+        uint64 count = members.memberCount();
+        if (count == 0) return;
+        Member memory by = members.getMember(uint64(memberSeed % count) + 1);
+        CskEpoch memory current = members.currentCskEpoch();
+        uint64 epoch = current.epoch - uint64(epochSeed % (current.epoch + 1));
         bytes32 commitment = keccak256(abi.encode(seed));
-        vm.prank(first.account);
-        try members.commitClusterSharedKey(commitment) {
-            if (firstCommitment == bytes32(0)) firstCommitment = commitment;
+        vm.prank(by.account);
+        try members.commitClusterSharedKey(epoch, commitment) {
+            if (by.id != current.originator || epoch != current.epoch) foreignCommitsAccepted += 1;
+            committedAt[epoch] = commitment;
+            commits += 1;
         } catch {}
+    }
+
+    /// @notice An operator rotation.
+    function rotate() external {
+        vm.prank(operator);
+        IMemberFacet(cluster).rotateClusterSharedKey();
     }
 
     function send(uint256 fromSeed, uint256 toSeed, uint256 idSeed) external {
@@ -145,12 +163,13 @@ contract ClusterInvariantsTest is Test {
         handler.setUp();
         members = IMemberFacet(handler.clusterAddress());
         targetContract(address(handler));
-        bytes4[] memory selectors = new bytes4[](5);
+        bytes4[] memory selectors = new bytes4[](6);
         selectors[0] = ClusterHandler.register.selector;
         selectors[1] = ClusterHandler.revoke.selector;
         selectors[2] = ClusterHandler.commit.selector;
         selectors[3] = ClusterHandler.send.selector;
         selectors[4] = ClusterHandler.sendBatch.selector;
+        selectors[5] = ClusterHandler.rotate.selector;
         targetSelector(FuzzSelector({addr: address(handler), selectors: selectors}));
     }
 
@@ -163,8 +182,29 @@ contract ClusterInvariantsTest is Test {
         }
     }
 
-    function invariant_cskCommitmentNeverChangesOnceSet() public view {
-        vm.assertEq(members.cskCommitment(), handler.firstCommitment(), "commitment changed or was lost");
+    /// @notice Every epoch's commitment is the one its originator set, never changed or lost;
+    ///         nobody else ever committed one.
+    function invariant_cskCommitmentsNeverChangeOnceSet() public view {
+        vm.assertEq(handler.foreignCommitsAccepted(), 0, "a non-originator or stale commitment was accepted");
+        CskEpoch memory current = members.currentCskEpoch();
+        for (uint64 e = 0; e <= current.epoch; ++e) {
+            vm.assertEq(
+                members.cskEpoch(e).commitment, handler.committedAt(e), "commitment changed or was lost"
+            );
+        }
+    }
+
+    /// @notice The current epoch's originator is an active member, or 0 exactly when none is.
+    function invariant_theCurrentOriginatorIsActive() public view {
+        CskEpoch memory current = members.currentCskEpoch();
+        if (members.activeMemberCount() == 0) {
+            vm.assertEq(current.originator, 0, "an originator with no active member");
+        } else {
+            vm.assertTrue(
+                members.getMember(current.originator).status == MemberStatus.Active,
+                "the originator is not active"
+            );
+        }
     }
 
     /// @notice Replay protection: no (recipient, sender, envelope id) is ever sent twice, and

@@ -2,7 +2,7 @@
 pragma solidity ^0.8.28;
 
 import {LibDiamond} from "../contracts/diamond/LibDiamond.sol";
-import {ClusterConfig, Member, MemberStatus} from "../contracts/lib/ClusterTypes.sol";
+import {ClusterConfig, CskEpoch, Member, MemberStatus} from "../contracts/lib/ClusterTypes.sol";
 import {IMemberFacet} from "../contracts/member/IMemberFacet.sol";
 import {ClusterFixture} from "./utils/ClusterFixture.sol";
 
@@ -136,45 +136,220 @@ contract MemberTest is ClusterFixture {
         }
     }
 
-    // ------------------------------------------------------------------ CSK commitment
+    // ------------------------------------------------------------------ CSK epochs
 
-    function test_commitClusterSharedKey_firstRegistrantSetsItOnce() public {
-        Node[] memory nodes = registerNodes(2);
-        bytes32 commitment = keccak256("the cluster shared key");
-        vm.expectEmit(cluster);
-        emit IMemberFacet.ClusterSharedKeyCommitted(1, commitment);
-        vm.prank(nodes[0].account);
-        members.commitClusterSharedKey(commitment);
-        vm.assertEq(members.cskCommitment(), commitment, "stored");
-
-        vm.prank(nodes[0].account);
-        vm.expectRevert(abi.encodeWithSelector(IMemberFacet.CskAlreadyCommitted.selector, commitment));
-        members.commitClusterSharedKey(keccak256("another key"));
+    function commitAs(Node memory n, uint64 epoch, bytes32 commitment) internal {
+        vm.prank(n.account);
+        members.commitClusterSharedKey(epoch, commitment);
     }
 
-    function test_RevertWhen_commitClusterSharedKey_notFirstRegistrant() public {
+    function revoke(uint64 id) internal {
+        vm.prank(operator);
+        members.revokeMember(id);
+    }
+
+    function test_epochZero_opensWithTheClusterAndItsOriginatorIsTheFirstToJoin() public {
+        CskEpoch memory e = members.currentCskEpoch();
+        vm.assertEq(e.epoch, 0, "epoch 0");
+        vm.assertEq(e.originator, 0, "no originator before anyone joins");
+        vm.assertEq(e.openedAt, block.timestamp, "opened with the cluster");
+        vm.assertEq(members.cskGracePeriod(), 1 hours, "default grace period");
+        registerNodes(2);
+        vm.assertEq(members.currentCskEpoch().originator, 1, "member 1 originates epoch 0");
+    }
+
+    function test_commitClusterSharedKey_theOriginatorSetsItOnce() public {
+        Node[] memory nodes = registerNodes(2);
+        bytes32 commitment = keccak256("the cluster shared key");
+        vm.warp(block.timestamp + 7);
+        vm.expectEmit(cluster);
+        emit IMemberFacet.ClusterSharedKeyCommitted(0, 1, commitment);
+        commitAs(nodes[0], 0, commitment);
+        CskEpoch memory e = members.currentCskEpoch();
+        vm.assertEq(e.commitment, commitment, "stored");
+        vm.assertEq(e.committedAt, block.timestamp, "commit time");
+        vm.assertEq(e.previousKeyUntil, 0, "epoch 0 has no previous key");
+
+        vm.prank(nodes[0].account);
+        vm.expectRevert(abi.encodeWithSelector(IMemberFacet.CskAlreadyCommitted.selector, 0, commitment));
+        members.commitClusterSharedKey(0, keccak256("another key"));
+    }
+
+    function test_RevertWhen_commitClusterSharedKey_notTheOriginator() public {
         Node[] memory nodes = registerNodes(2);
         vm.prank(nodes[1].account);
-        vm.expectRevert(abi.encodeWithSelector(IMemberFacet.NotFirstRegistrant.selector, nodes[1].account));
-        members.commitClusterSharedKey(keccak256("csk"));
+        vm.expectRevert(abi.encodeWithSelector(IMemberFacet.NotEpochOriginator.selector, 2, 0, 1));
+        members.commitClusterSharedKey(0, keccak256("csk"));
+    }
+
+    function test_RevertWhen_commitClusterSharedKey_notTheCurrentEpoch() public {
+        Node[] memory nodes = registerNodes(3);
+        revoke(3);
+        vm.prank(nodes[0].account);
+        vm.expectRevert(abi.encodeWithSelector(IMemberFacet.NotCurrentCskEpoch.selector, 0, 1));
+        members.commitClusterSharedKey(0, keccak256("late for epoch 0"));
+        vm.prank(nodes[0].account);
+        vm.expectRevert(abi.encodeWithSelector(IMemberFacet.NotCurrentCskEpoch.selector, 2, 1));
+        members.commitClusterSharedKey(2, keccak256("early for epoch 2"));
     }
 
     function test_RevertWhen_commitClusterSharedKey_zero() public {
         Node[] memory nodes = registerNodes(1);
         vm.prank(nodes[0].account);
         vm.expectRevert(IMemberFacet.ZeroCskCommitment.selector);
-        members.commitClusterSharedKey(bytes32(0));
+        members.commitClusterSharedKey(0, bytes32(0));
     }
 
     function test_RevertWhen_commitClusterSharedKey_nonMemberOrRevoked() public {
         Node[] memory nodes = registerNodes(1);
         vm.prank(address(0xBEEF));
         vm.expectRevert(abi.encodeWithSelector(IMemberFacet.NotAMember.selector, address(0xBEEF)));
-        members.commitClusterSharedKey(keccak256("csk"));
-        vm.prank(operator);
-        members.revokeMember(1);
+        members.commitClusterSharedKey(0, keccak256("csk"));
+        revoke(1);
         vm.prank(nodes[0].account);
         vm.expectRevert(abi.encodeWithSelector(IMemberFacet.MemberNotActive.selector, 1));
-        members.commitClusterSharedKey(keccak256("csk"));
+        members.commitClusterSharedKey(1, keccak256("csk"));
+    }
+
+    function test_revokeMember_opensAnEpochOriginatedByTheLowestActiveMember() public {
+        Node[] memory nodes = registerNodes(3);
+        commitAs(nodes[0], 0, keccak256("epoch 0"));
+        vm.warp(block.timestamp + 100);
+        vm.expectEmit(cluster);
+        emit IMemberFacet.MemberRevoked(3, nodes[2].account);
+        vm.expectEmit(cluster);
+        emit IMemberFacet.CskEpochOpened(1, 1, 3);
+        revoke(3);
+        CskEpoch memory e = members.currentCskEpoch();
+        vm.assertEq(e.epoch, 1, "a new epoch");
+        vm.assertEq(e.originator, 1, "the lowest active member");
+        vm.assertEq(e.revokedMember, 3, "opened by the revocation of member 3");
+        vm.assertEq(e.openedAt, block.timestamp, "opened now");
+        vm.assertEq(e.commitment, bytes32(0), "not committed yet");
+        vm.assertEq(members.cskEpoch(0).commitment, keccak256("epoch 0"), "epoch 0 unchanged");
+    }
+
+    /// @notice Member 1 revoked before it committed: the next member originates the new epoch
+    ///         and the cluster can still get a CSK (it used to be bricked).
+    function test_succession_whenMemberOneIsRevokedBeforeCommitting() public {
+        Node[] memory nodes = registerNodes(3);
+        revoke(1);
+        CskEpoch memory e = members.currentCskEpoch();
+        vm.assertEq(e.originator, 2, "member 2 succeeds");
+        vm.prank(nodes[0].account);
+        vm.expectRevert(abi.encodeWithSelector(IMemberFacet.MemberNotActive.selector, 1));
+        members.commitClusterSharedKey(1, keccak256("revoked originator"));
+        commitAs(nodes[1], 1, keccak256("epoch 1"));
+        e = members.currentCskEpoch();
+        vm.assertEq(e.commitment, keccak256("epoch 1"), "committed by the successor");
+        vm.assertEq(e.previousKeyUntil, 0, "no earlier epoch was committed: no grace window");
+        vm.assertEq(members.cskEpoch(0).commitment, bytes32(0), "epoch 0 never committed");
+    }
+
+    /// @notice Member 1 revoked after it committed: the successor commits a new epoch and the
+    ///         old key gets the grace window the owner set.
+    function test_succession_whenMemberOneIsRevokedAfterCommitting() public {
+        Node[] memory nodes = registerNodes(3);
+        commitAs(nodes[0], 0, keccak256("epoch 0"));
+        vm.prank(operator);
+        members.setCskGracePeriod(600);
+        revoke(1);
+        vm.warp(block.timestamp + 4);
+        vm.prank(nodes[0].account);
+        vm.expectRevert(abi.encodeWithSelector(IMemberFacet.MemberNotActive.selector, 1));
+        members.commitClusterSharedKey(1, keccak256("from the revoked member"));
+        vm.prank(nodes[2].account);
+        vm.expectRevert(abi.encodeWithSelector(IMemberFacet.NotEpochOriginator.selector, 3, 1, 2));
+        members.commitClusterSharedKey(1, keccak256("from member 3"));
+        commitAs(nodes[1], 1, keccak256("epoch 1"));
+        CskEpoch memory e = members.currentCskEpoch();
+        vm.assertEq(e.previousEpoch, 0, "the previous key is epoch 0's");
+        vm.assertEq(e.previousKeyUntil, block.timestamp + 600, "grace window from the commitment");
+        vm.assertEq(members.cskEpoch(0).commitment, keccak256("epoch 0"), "epoch 0 never changes");
+    }
+
+    /// @notice The grace window covers the last committed epoch, even when epochs in between
+    ///         were opened and never committed.
+    function test_previousEpoch_isTheLastCommittedOne() public {
+        Node[] memory nodes = registerNodes(4);
+        commitAs(nodes[0], 0, keccak256("epoch 0"));
+        revoke(4);
+        revoke(3);
+        commitAs(nodes[0], 2, keccak256("epoch 2"));
+        vm.assertEq(members.currentCskEpoch().previousEpoch, 0, "epoch 1 was never committed");
+        vm.assertEq(members.cskEpoch(1).commitment, bytes32(0), "epoch 1 stays empty");
+    }
+
+    function test_rotateClusterSharedKey_onlyTheOwnerOpensAnEpoch() public {
+        Node[] memory nodes = registerNodes(2);
+        commitAs(nodes[0], 0, keccak256("epoch 0"));
+        vm.prank(nodes[0].account);
+        vm.expectRevert(
+            abi.encodeWithSelector(LibDiamond.NotContractOwner.selector, nodes[0].account, operator)
+        );
+        members.rotateClusterSharedKey();
+        vm.expectEmit(cluster);
+        emit IMemberFacet.CskEpochOpened(1, 1, 0);
+        vm.prank(operator);
+        members.rotateClusterSharedKey();
+        CskEpoch memory e = members.currentCskEpoch();
+        vm.assertEq(e.epoch, 1, "rotated");
+        vm.assertEq(e.revokedMember, 0, "nobody revoked");
+        vm.assertEq(members.activeMemberCount(), 2, "nobody left");
+    }
+
+    function test_setCskGracePeriod_onlyTheOwnerAndBounded() public {
+        vm.expectRevert(abi.encodeWithSelector(LibDiamond.NotContractOwner.selector, address(this), operator));
+        members.setCskGracePeriod(60);
+        vm.prank(operator);
+        vm.expectRevert(
+            abi.encodeWithSelector(IMemberFacet.CskGracePeriodTooLong.selector, 30 days + 1, 30 days)
+        );
+        members.setCskGracePeriod(30 days + 1);
+        vm.expectEmit(cluster);
+        emit IMemberFacet.CskGracePeriodSet(60);
+        vm.prank(operator);
+        members.setCskGracePeriod(60);
+        vm.assertEq(members.cskGracePeriod(), 60, "set");
+    }
+
+    /// @notice Every member revoked: the open epoch has no originator until someone joins, and
+    ///         that member originates it.
+    function test_anEmptyClusterHandsTheOpenEpochToTheNextToJoin() public {
+        registerNodes(2);
+        revoke(1);
+        revoke(2);
+        CskEpoch memory e = members.currentCskEpoch();
+        vm.assertEq(e.epoch, 2, "two revocations, two epochs");
+        vm.assertEq(e.originator, 0, "nobody to originate it");
+        Node memory late = addNode("late");
+        registerDirect(late);
+        vm.assertEq(members.currentCskEpoch().originator, 3, "the newcomer originates it");
+        commitAs(late, 2, keccak256("epoch 2"));
+    }
+
+    function test_RevertWhen_cskEpoch_notOpenedYet() public {
+        vm.expectRevert(abi.encodeWithSelector(IMemberFacet.UnknownCskEpoch.selector, 1, 0));
+        members.cskEpoch(1);
+    }
+
+    /// @notice Fuzzed revocation orders: the originator of each new epoch is the lowest active
+    ///         member id, whatever was revoked before.
+    function testFuzz_theOriginatorIsAlwaysTheLowestActiveMember(uint8 count, uint64 order) public {
+        uint256 n = bound(count, 2, 10);
+        registerNodes(n);
+        for (uint256 step = 0; step < n - 1; ++step) {
+            uint64 id = uint64((order >> (step * 4)) % n) + 1;
+            if (members.getMember(id).status != MemberStatus.Active) continue;
+            revoke(id);
+            uint64 lowest = 0;
+            for (uint64 candidate = 1; candidate <= n; ++candidate) {
+                if (members.getMember(candidate).status == MemberStatus.Active) {
+                    lowest = candidate;
+                    break;
+                }
+            }
+            vm.assertEq(members.currentCskEpoch().originator, lowest, "originator is the lowest active id");
+        }
     }
 }

@@ -117,7 +117,7 @@ contract MemberAccountTest is ClusterFixture {
         Node memory n = addNode("node-a");
         bytes[] memory calls = new bytes[](2);
         calls[0] = abi.encodeCall(IMemberFacet.memberCount, ());
-        calls[1] = abi.encodeCall(IMemberFacet.cskCommitment, ());
+        calls[1] = abi.encodeCall(IMemberFacet.currentCskEpoch, ());
         bytes memory callData = abi.encodeCall(IMemberAccount.executeBatch, (calls));
         vm.assertEq(
             validate(n, signed(n, callData, n.derivedKey)), FAILED, "unregistered account batches nothing"
@@ -239,7 +239,7 @@ contract MemberAccountTest is ClusterFixture {
         );
         _assertOnlyOwnStorage(n, op);
         bytes[] memory calls = new bytes[](2);
-        calls[0] = abi.encodeCall(IMemberFacet.commitClusterSharedKey, (keccak256("csk")));
+        calls[0] = abi.encodeCall(IMemberFacet.commitClusterSharedKey, (0, keccak256("csk")));
         calls[1] = abi.encodeCall(IMessageFacet.sendBatch, (new Envelope[](1)));
         op = signed(n, abi.encodeCall(IMemberAccount.executeBatch, (calls)), n.derivedKey);
         _assertOnlyOwnStorage(n, op);

@@ -226,18 +226,33 @@ contract SponsorshipTest is ClusterFixture {
         Node memory b = addNode("node-b");
         registerDirect(a);
         registerDirect(b);
-        bytes memory commit = abi.encodeCall(IMemberFacet.commitClusterSharedKey, (keccak256("csk")));
+        bytes memory commit = abi.encodeCall(IMemberFacet.commitClusterSharedKey, (0, keccak256("csk")));
         assertDecision(a.account, executeCall(commit), true, "");
-        assertDecision(b.account, executeCall(commit), false, "only the first registrant commits the CSK");
+        assertDecision(b.account, executeCall(commit), false, "only the epoch's originator commits its CSK");
         assertDecision(
             a.account,
-            executeCall(abi.encodeCall(IMemberFacet.commitClusterSharedKey, (bytes32(0)))),
+            executeCall(abi.encodeCall(IMemberFacet.commitClusterSharedKey, (0, bytes32(0)))),
             false,
             "CSK commitment is zero"
         );
         vm.prank(a.account);
-        IMemberFacet(cluster).commitClusterSharedKey(keccak256("csk"));
+        IMemberFacet(cluster).commitClusterSharedKey(0, keccak256("csk"));
         assertDecision(a.account, executeCall(commit), false, "CSK commitment already set");
+    }
+
+    /// @notice After member 1 is revoked, the policy pays for the successor's commitment of the
+    ///         new epoch only: not the revoked member's, not a stale epoch's.
+    function test_checkSponsorship_cskCommitmentFollowsTheEpochOriginator() public {
+        (Node memory a, Node memory b) = twoMembers();
+        vm.prank(operator);
+        IMemberFacet(cluster).revokeMember(1);
+        bytes memory epochOne = abi.encodeCall(IMemberFacet.commitClusterSharedKey, (1, keccak256("epoch 1")));
+        bytes memory epochZero =
+            abi.encodeCall(IMemberFacet.commitClusterSharedKey, (0, keccak256("epoch 0")));
+        assertDecision(b.account, executeCall(epochOne), true, "");
+        assertDecision(b.account, executeCall(epochZero), false, "CSK epoch is not the current one");
+        (bool sponsorable,) = policy.checkSponsorship(a.account, executeCall(epochOne));
+        vm.assertFalse(sponsorable, "the revoked member is never sponsored");
     }
 
     function test_checkSponsorship_deniesEverythingElse() public {
@@ -371,7 +386,7 @@ contract SponsorshipTest is ClusterFixture {
 
     function test_checkSponsorship_executeBatchOfSponsorableCallsIsSponsored() public {
         (Node memory a,) = twoMembers();
-        bytes memory commit = abi.encodeCall(IMemberFacet.commitClusterSharedKey, (keccak256("csk")));
+        bytes memory commit = abi.encodeCall(IMemberFacet.commitClusterSharedKey, (0, keccak256("csk")));
         bytes memory batch = sendBatchCall(envelopes(2, 2));
         bytes memory send = abi.encodeCall(IMessageFacet.send, (2, bytes32("single"), new bytes(8)));
         assertDecision(a.account, executeBatchCall(calls(commit, batch)), true, "");
@@ -389,7 +404,7 @@ contract SponsorshipTest is ClusterFixture {
         assertDecision(a.account, executeBatchCall(five), false, "batch has more than 4 calls");
         // Four calls are allowed, but there are only three sponsorable functions, so the fourth repeats one.
         bytes[] memory four = new bytes[](4);
-        four[0] = abi.encodeCall(IMemberFacet.commitClusterSharedKey, (keccak256("csk")));
+        four[0] = abi.encodeCall(IMemberFacet.commitClusterSharedKey, (0, keccak256("csk")));
         four[1] = sendBatchCall(envelopes(2, 1));
         four[2] = abi.encodeCall(IMessageFacet.send, (2, bytes32("single"), new bytes(8)));
         four[3] = abi.encodeCall(IMessageFacet.send, (2, bytes32("other"), new bytes(8)));
@@ -400,7 +415,7 @@ contract SponsorshipTest is ClusterFixture {
 
     function test_checkSponsorship_deniesExecuteBatchWithARepeatedFunction() public {
         (Node memory a,) = twoMembers();
-        bytes memory commit = abi.encodeCall(IMemberFacet.commitClusterSharedKey, (keccak256("csk")));
+        bytes memory commit = abi.encodeCall(IMemberFacet.commitClusterSharedKey, (0, keccak256("csk")));
         assertDecision(
             a.account,
             executeBatchCall(calls(commit, commit)),
@@ -420,7 +435,7 @@ contract SponsorshipTest is ClusterFixture {
     /// @notice Each inner refusal is the member-call rule's own reason, prefixed with the call index.
     function test_checkSponsorship_deniesExecuteBatchWithAnUnsponsorableCall() public {
         (Node memory a, Node memory b) = twoMembers();
-        bytes memory commit = abi.encodeCall(IMemberFacet.commitClusterSharedKey, (keccak256("csk")));
+        bytes memory commit = abi.encodeCall(IMemberFacet.commitClusterSharedKey, (0, keccak256("csk")));
         bytes memory batch = sendBatchCall(envelopes(2, 2));
         assertDecision(
             a.account,
@@ -438,7 +453,7 @@ contract SponsorshipTest is ClusterFixture {
             b.account,
             executeBatchCall(calls(batch, commit)),
             false,
-            "call 1: only the first registrant commits the CSK"
+            "call 1: only the epoch's originator commits its CSK"
         );
         Envelope[] memory bad = envelopes(2, 4);
         bad[3].recipientMemberId = 7;

@@ -7,7 +7,6 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::pin::Pin;
 
-use alloy::primitives::B256;
 use attestmesh_proto::agent::v1 as pb;
 use attestmesh_proto::agent::v1::agent_server::{Agent, AgentServer};
 use axum::extract::State;
@@ -414,13 +413,65 @@ impl Agent for AgentApi {
                 snapshot.waiting_for
             )));
         }
-        let guard = self.node.csk.read().await;
-        let key = guard
-            .as_ref()
-            .ok_or_else(|| Status::failed_precondition("the CSK is not held"))?;
-        Ok(tonic::Response::new(pb::ClusterSharedKey {
-            key: key.to_vec(),
-            commitment: B256::from(alloy::primitives::keccak256(key.as_slice())).to_vec(),
-        }))
+        cluster_shared_key(&self.node.csk)
+            .await
+            .map(tonic::Response::new)
+            .ok_or_else(|| Status::failed_precondition("the CSK is not held"))
     }
+
+    type SubscribeClusterSharedKeyStream = BoxStream<pb::ClusterSharedKey>;
+
+    async fn subscribe_cluster_shared_key(
+        &self,
+        _: Request<pb::SubscribeClusterSharedKeyRequest>,
+    ) -> Result<tonic::Response<Self::SubscribeClusterSharedKeyStream>, Status> {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (keys, health) = (self.node.csk.clone(), self.node.health.clone());
+        tokio::spawn(async move {
+            let mut held = keys.subscribe();
+            let mut gates = health.subscribe();
+            let mut sent: Option<u64> = None;
+            loop {
+                // Sent once the gates pass, then at every new epoch this node comes to hold.
+                let epoch = *held.borrow_and_update();
+                if gates.borrow_and_update().is_healthy()
+                    && epoch.is_some()
+                    && epoch != sent
+                    && let Some(key) = cluster_shared_key(&keys).await
+                {
+                    sent = Some(key.epoch);
+                    info!(target: API, epoch = key.epoch, "CSK epoch pushed to a subscriber");
+                    if tx.send(Ok(key)).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    changed = held.changed() => if changed.is_err() { return },
+                    changed = gates.changed() => if changed.is_err() { return },
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(tonic::Response::new(until_shutdown(stream, &self.shutdown)))
+    }
+}
+
+/// What the node holds, as the API returns it (None while no epoch is held).
+async fn cluster_shared_key(keys: &crate::csk::CskKeys) -> Option<pb::ClusterSharedKey> {
+    let held = keys.snapshot(crate::cluster::now_ms() / 1000).await;
+    let (epoch, key) = held.current?;
+    Some(pb::ClusterSharedKey {
+        commitment: crate::csk::commitment_of(&key).to_vec(),
+        key: key.to_vec(),
+        epoch,
+        previous: held
+            .previous
+            .map(|(epoch, key, until)| pb::PreviousClusterSharedKey {
+                epoch,
+                commitment: crate::csk::commitment_of(&key).to_vec(),
+                key: key.to_vec(),
+                valid_until_unix: until,
+            }),
+    })
 }

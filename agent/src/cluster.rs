@@ -41,6 +41,31 @@ impl From<&Member> for MemberInfo {
     }
 }
 
+/// The chain's current CSK epoch, as this node last read it (`Cluster.currentCskEpoch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochInfo {
+    pub epoch: u64,
+    /// The member that derives and commits this epoch's key (0: none active).
+    pub originator: u64,
+    /// The member whose revocation opened it (0: none).
+    pub revoked_member: u64,
+    /// Chain time (unix seconds) of the opening.
+    pub opened_at: u64,
+    pub commitment: Option<B256>,
+    /// The previous committed epoch still inside its grace window's record, if any.
+    pub previous: Option<PreviousEpoch>,
+}
+
+/// The epoch before the current one whose key stays available until `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreviousEpoch {
+    pub epoch: u64,
+    /// Unix seconds (chain time of the commitment plus the grace period).
+    pub until: u64,
+    /// Its commitment (read from `Cluster.cskEpoch(previous)`).
+    pub commitment: B256,
+}
+
 /// What happened to a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerEventKind {
@@ -70,7 +95,7 @@ pub struct ClusterState {
 struct View {
     self_id: Option<u64>,
     members: BTreeMap<u64, MemberInfo>,
-    csk_commitment: Option<B256>,
+    csk_epoch: Option<EpochInfo>,
     /// The latest endpoint envelope each member sent us.
     endpoints: BTreeMap<u64, crate::envelope::EndpointEnvelope>,
 }
@@ -185,12 +210,13 @@ impl ClusterState {
         self.inner.read().await.endpoints.get(&member_id).cloned()
     }
 
-    pub async fn set_csk_commitment(&self, commitment: Option<B256>) {
-        self.inner.write().await.csk_commitment = commitment;
+    pub async fn set_csk_epoch(&self, epoch: EpochInfo) {
+        self.inner.write().await.csk_epoch = Some(epoch);
     }
 
-    pub async fn csk_commitment(&self) -> Option<B256> {
-        self.inner.read().await.csk_commitment
+    /// The chain's current CSK epoch, once read.
+    pub async fn csk_epoch(&self) -> Option<EpochInfo> {
+        self.inner.read().await.csk_epoch
     }
 }
 

@@ -9,7 +9,7 @@
 //! | WireGuard static key | `/attestmesh/v1/wireguard` | `attestmesh-wireguard` |
 //! | heartbeat Ed25519 key (published only in endpoint envelopes) | `/attestmesh/v1/heartbeat` | `attestmesh-heartbeat` |
 //! | seed of the transport TLS certificate (stable fingerprint across restarts) | `/attestmesh/v1/tls` | `attestmesh-tls` |
-//! | the CSK (originator only; see [`crate::csk`]) | `/attestmesh/v1/csk` | `attestmesh-csk` |
+//! | the CSK of epoch N (its originator only; see [`crate::csk`]) | `/attestmesh/v1/csk/epoch/N` | `attestmesh-csk` |
 //!
 //! Only the path changes a GetKey key; the purpose only labels the signature chain.
 

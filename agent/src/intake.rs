@@ -27,13 +27,9 @@ pub struct Provenance {
 /// An event the node acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IntakeEvent {
-    /// A member joined or was revoked: re-read the member set.
-    MembersChanged { provenance: Provenance },
-    /// The CSK commitment was set.
-    CskCommitted {
-        commitment: B256,
-        provenance: Provenance,
-    },
+    /// A member joined or was revoked, a CSK epoch opened or was committed: re-read the CSK
+    /// epoch and the member set.
+    ClusterChanged { provenance: Provenance },
     /// A sealed message to this node.
     Message {
         sender_id: u64,
@@ -57,6 +53,14 @@ pub struct PollConfig {
     pub max_range: u64,
 }
 
+/// The events after which the node re-reads the CSK epoch and the member set.
+pub const CLUSTER_STATE_EVENTS: [B256; 4] = [
+    Cluster::MemberRegistered::SIGNATURE_HASH,
+    Cluster::MemberRevoked::SIGNATURE_HASH,
+    Cluster::CskEpochOpened::SIGNATURE_HASH,
+    Cluster::ClusterSharedKeyCommitted::SIGNATURE_HASH,
+];
+
 /// Decodes one cluster log into an event (None for logs the node does not act on).
 pub fn decode_log(log: &Log) -> Option<IntakeEvent> {
     let provenance = Provenance {
@@ -66,17 +70,8 @@ pub fn decode_log(log: &Log) -> Option<IntakeEvent> {
         log_index: log.log_index?,
     };
     let topic = *log.topic0()?;
-    if topic == Cluster::MemberRegistered::SIGNATURE_HASH
-        || topic == Cluster::MemberRevoked::SIGNATURE_HASH
-    {
-        return Some(IntakeEvent::MembersChanged { provenance });
-    }
-    if topic == Cluster::ClusterSharedKeyCommitted::SIGNATURE_HASH {
-        let event = Cluster::ClusterSharedKeyCommitted::decode_log_data(log.data()).ok()?;
-        return Some(IntakeEvent::CskCommitted {
-            commitment: event.commitment,
-            provenance,
-        });
+    if CLUSTER_STATE_EVENTS.contains(&topic) {
+        return Some(IntakeEvent::ClusterChanged { provenance });
     }
     if topic == Cluster::MessageSent::SIGNATURE_HASH {
         let event = Cluster::MessageSent::decode_log_data(log.data()).ok()?;
@@ -98,11 +93,9 @@ pub async fn poll(
     events: mpsc::Sender<IntakeEvent>,
     metrics: Metrics,
 ) {
-    let membership = Filter::new().address(config.cluster).event_signature(vec![
-        Cluster::MemberRegistered::SIGNATURE_HASH,
-        Cluster::MemberRevoked::SIGNATURE_HASH,
-        Cluster::ClusterSharedKeyCommitted::SIGNATURE_HASH,
-    ]);
+    let membership = Filter::new()
+        .address(config.cluster)
+        .event_signature(CLUSTER_STATE_EVENTS.to_vec());
     let messages = Filter::new()
         .address(config.cluster)
         .event_signature(Cluster::MessageSent::SIGNATURE_HASH)

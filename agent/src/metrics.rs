@@ -1,6 +1,7 @@
 //! Prometheus metrics, served on the health port at `/metrics`.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -26,6 +27,18 @@ pub struct Metrics {
     /// none is sent (the figure the benchmark reads per node-hour).
     pub sponsored_operations: Family<ReasonLabel, Counter>,
     pub chain_poll_errors: Counter,
+    /// The CSK epoch this node holds (-1: none yet).
+    pub csk_epoch: Gauge,
+    /// The chain's current CSK epoch as this node last read it.
+    pub csk_chain_epoch: Gauge,
+    pub csk_requests_refused: Family<ReasonLabel, Counter>,
+    /// Seconds from the chain's opening of the held epoch to this node holding its key.
+    pub csk_epoch_acquire_seconds: Gauge<f64, AtomicU64>,
+    /// Seconds from a revocation (the chain time of the epoch it opened) to the revoked peer's
+    /// removal from attestmesh0.
+    pub revoked_peer_removal_seconds: Gauge<f64, AtomicU64>,
+    /// Peers configured on attestmesh0.
+    pub mesh_peers: Gauge,
     /// The indexer push client's counters (`attestmesh_agent_indexer_*`).
     pub indexer: Arc<crate::indexer_client::IndexerClientStats>,
 }
@@ -48,6 +61,43 @@ impl Metrics {
         let user_operations_failed = Counter::default();
         let sponsored_operations = Family::<ReasonLabel, Counter>::default();
         let chain_poll_errors = Counter::default();
+        let csk_epoch = Gauge::default();
+        csk_epoch.set(-1);
+        let csk_chain_epoch = Gauge::default();
+        let csk_requests_refused = Family::<ReasonLabel, Counter>::default();
+        let csk_epoch_acquire_seconds = Gauge::<f64, AtomicU64>::default();
+        let revoked_peer_removal_seconds = Gauge::<f64, AtomicU64>::default();
+        let mesh_peers = Gauge::default();
+        registry.register(
+            "csk_epoch",
+            "The CSK epoch this node holds (-1: none yet)",
+            csk_epoch.clone(),
+        );
+        registry.register(
+            "csk_chain_epoch",
+            "The chain's current CSK epoch as this node last read it; above csk_epoch while a rotation is under way",
+            csk_chain_epoch.clone(),
+        );
+        registry.register(
+            "csk_requests_refused",
+            "CSK requests this node refused, by reason",
+            csk_requests_refused.clone(),
+        );
+        registry.register(
+            "csk_epoch_acquire_seconds",
+            "Seconds from the chain opening the held CSK epoch to this node holding its key (chain time has 1 s resolution)",
+            csk_epoch_acquire_seconds.clone(),
+        );
+        registry.register(
+            "revoked_peer_removal_seconds",
+            "Seconds from the last revocation (chain time) to the revoked peer leaving attestmesh0",
+            revoked_peer_removal_seconds.clone(),
+        );
+        registry.register(
+            "mesh_peers",
+            "Peers configured on attestmesh0",
+            mesh_peers.clone(),
+        );
         registry.register("phase", "1 for the current phase", phase.clone());
         registry.register(
             "live_peers",
@@ -98,6 +148,12 @@ impl Metrics {
             user_operations_failed,
             sponsored_operations,
             chain_poll_errors,
+            csk_epoch,
+            csk_chain_epoch,
+            csk_requests_refused,
+            csk_epoch_acquire_seconds,
+            revoked_peer_removal_seconds,
+            mesh_peers,
             indexer,
         }
     }

@@ -36,8 +36,8 @@ pub struct Node {
     pub cluster: ClusterState,
     pub inbox: Inbox,
     pub metrics: Metrics,
-    /// The Cluster Shared Key, in memory only (filled by the CSK subsystem).
-    pub csk: crate::csk::CskSlot,
+    /// The Cluster Shared Keys by epoch, in memory only (filled by the CSK subsystem).
+    pub csk: crate::csk::CskKeys,
     /// Whether the mesh runs (it then drives the phases after waiting-peers).
     pub mesh_enabled: bool,
     /// Liveness per peer, as the heartbeats last showed it (written by the mesh).
@@ -142,7 +142,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> eyre::Result<()> {
         cluster: ClusterState::new(),
         inbox: Inbox::new(),
         metrics: metrics.clone(),
-        csk: Arc::new(RwLock::new(None)),
+        csk: crate::csk::CskKeys::new(),
         mesh_enabled: config.mesh.is_some(),
         peer_liveness: Arc::new(RwLock::new(std::collections::BTreeMap::new())),
     };
@@ -319,8 +319,14 @@ where
     }
 }
 
-/// Re-reads the member set from the chain (idempotent, so reorgs and duplicate events are harmless).
-async fn refresh_members(node: &Node) {
+/// Re-reads the CSK epoch and then the member set from the chain (idempotent, so reorgs and
+/// duplicate events are harmless). The epoch is read first: the member set is then at least as
+/// new, so a node never holds an epoch opened by a revocation while still seeing the revoked
+/// member active (its CSK service would hand the new key to it).
+pub(crate) async fn refresh_members(node: &Node) {
+    if let Err(error) = refresh_csk_epoch(node).await {
+        warn!(target: CHAIN, %error, "reading the CSK epoch failed; next event retries");
+    }
     let cluster = node.chain.cluster(node.cluster_address);
     let count = match cluster.memberCount().call().await {
         Ok(count) => count,
@@ -340,10 +346,50 @@ async fn refresh_members(node: &Node) {
             warn!(target: CHAIN, error = %node.chain.call_error("Cluster.listMembers", e), "member refresh failed; next event retries")
         }
     }
-    match node.chain.csk_commitment(node.cluster_address).await {
-        Ok(commitment) => node.cluster.set_csk_commitment(commitment).await,
-        Err(error) => warn!(target: CHAIN, %error, "reading the CSK commitment failed"),
+}
+
+/// Reads the chain's current CSK epoch (and, inside a grace window, the previous epoch's
+/// commitment, once).
+async fn refresh_csk_epoch(node: &Node) -> Result<(), attestmesh_chain::ChainError> {
+    let current = node.chain.current_csk_epoch(node.cluster_address).await?;
+    let previous = if current.previousKeyUntil == 0 {
+        None
+    } else {
+        let known = node
+            .cluster
+            .csk_epoch()
+            .await
+            .and_then(|e| e.previous)
+            .filter(|p| p.epoch == current.previousEpoch);
+        match known {
+            Some(known) => Some(known),
+            None => {
+                let record = node
+                    .chain
+                    .csk_epoch(node.cluster_address, current.previousEpoch)
+                    .await?;
+                Some(crate::cluster::PreviousEpoch {
+                    epoch: current.previousEpoch,
+                    until: current.previousKeyUntil,
+                    commitment: record.commitment,
+                })
+            }
+        }
+    };
+    let info = crate::cluster::EpochInfo {
+        epoch: current.epoch,
+        originator: current.originator,
+        revoked_member: current.revokedMember,
+        opened_at: current.openedAt,
+        commitment: (current.commitment != B256::ZERO).then_some(current.commitment),
+        previous,
+    };
+    if node.cluster.csk_epoch().await.map(|e| e.epoch) != Some(info.epoch) {
+        info!(target: CHAIN, epoch = info.epoch, originator = info.originator, revoked_member = info.revoked_member, "CSK epoch on chain");
     }
+    node.metrics.csk_chain_epoch.set(info.epoch as i64);
+    node.cluster.set_csk_epoch(info).await;
+    Ok(())
 }
 
 /// waiting-peers while this node is alone; wg-configuring once a peer exists (the mesh takes
@@ -377,8 +423,8 @@ async fn update_peer_phase(node: &Node) {
 async fn consume(node: Node, mut events: mpsc::Receiver<IntakeEvent>) {
     while let Some(event) = events.recv().await {
         match event {
-            IntakeEvent::MembersChanged { provenance } => {
-                debug!(target: CHAIN, block = provenance.block_number, "membership event");
+            IntakeEvent::ClusterChanged { provenance } => {
+                debug!(target: CHAIN, block = provenance.block_number, "membership or CSK epoch event");
                 refresh_members(&node).await;
                 update_peer_phase(&node).await;
             }
@@ -386,9 +432,6 @@ async fn consume(node: Node, mut events: mpsc::Receiver<IntakeEvent>) {
                 warn!(target: CHAIN, from_block, "re-reading state after a reorg");
                 refresh_members(&node).await;
                 update_peer_phase(&node).await;
-            }
-            IntakeEvent::CskCommitted { commitment, .. } => {
-                node.cluster.set_csk_commitment(Some(commitment)).await
             }
             IntakeEvent::Message {
                 sender_id,

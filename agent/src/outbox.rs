@@ -1,5 +1,5 @@
 //! What this node owes the chain once it is a member: an endpoint envelope for every peer and,
-//! for the originator, the CSK commitment. Sent in as few sponsored operations as the chain
+//! for the originator of the current CSK epoch, its commitment. Sent in as few sponsored operations as the chain
 //! allows, so a cluster forms in O(1) blocks whatever its size:
 //!
 //! * every envelope owed is sealed into one `MessageFacet.sendBatch` (chunked at
@@ -45,14 +45,17 @@ pub const MAX_BATCH: usize = 64;
 /// How long to wait before trying again after a failed operation.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
+/// A CSK epoch and keccak256 of its key.
+pub type EpochCommitment = (u64, B256);
+
 /// One reconcile pass's view of what is owed.
 #[derive(Debug)]
 pub struct Owed<'a> {
     pub self_id: u64,
     pub envelope: &'a EndpointEnvelope,
     pub peers: &'a [MemberInfo],
-    /// The commitment this node (the originator) must put on chain, if not there yet.
-    pub commitment: Option<B256>,
+    /// The commitment this node (the epoch's originator) must put on chain, if not there yet.
+    pub commitment: Option<EpochCommitment>,
 }
 
 /// The outbox's state across reconcile passes.
@@ -68,7 +71,7 @@ pub struct Outbox {
     chunk: usize,
     /// The commitment an included operation carried (the intake learns of it a poll later;
     /// until then it must not be sent again).
-    committed: Option<B256>,
+    committed: Option<EpochCommitment>,
 }
 
 impl Default for Outbox {
@@ -92,7 +95,7 @@ struct Outcome {
     /// How many envelopes the operation carried.
     carried: usize,
     /// The commitment an included operation carried.
-    committed: Option<B256>,
+    committed: Option<EpochCommitment>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,7 +190,7 @@ async fn flush(
     envelope: &EndpointEnvelope,
     self_id: u64,
     pending: Vec<MemberInfo>,
-    commitment: Option<B256>,
+    commitment: Option<EpochCommitment>,
     chunk: usize,
 ) -> Outcome {
     let mut outcome = Outcome {
@@ -275,12 +278,12 @@ async fn flush(
     match node.sender.send_on(ENVELOPE_LANE, call, None).await {
         Ok(receipt) => {
             outcome.committed = commitment;
-            if commitment.is_some() {
-                node.metrics
-                    .operation_included("csk_commitment_and_envelopes");
-            } else {
-                node.metrics.operation_included("envelopes");
-            }
+            node.metrics
+                .operation_included(match (commitment.is_some(), recipients.is_empty()) {
+                    (true, false) => "csk_commitment_and_envelopes",
+                    (true, true) => "csk_commitment",
+                    _ => "envelopes",
+                });
             info!(
                 target: PEERS,
                 hash = %receipt.user_op_hash,
@@ -296,11 +299,14 @@ async fn flush(
 
 /// The account call that carries `envelopes` and, if given, the CSK commitment: one
 /// `execute` when there is one cluster call, `executeBatch` when there are two.
-fn operation(commitment: Option<B256>, envelopes: &[Cluster::Envelope]) -> Option<Bytes> {
+fn operation(
+    commitment: Option<EpochCommitment>,
+    envelopes: &[Cluster::Envelope],
+) -> Option<Bytes> {
     let mut calls: Vec<Bytes> = Vec::new();
-    if let Some(commitment) = commitment {
+    if let Some((epoch, commitment)) = commitment {
         calls.push(
-            Cluster::commitClusterSharedKeyCall { commitment }
+            Cluster::commitClusterSharedKeyCall { epoch, commitment }
                 .abi_encode()
                 .into(),
         );
@@ -396,11 +402,11 @@ mod tests {
                 already_delivered: vec![2, 3],
                 result: Ok(()),
                 carried: 1,
-                committed: Some(B256::repeat_byte(9)),
+                committed: Some((0, B256::repeat_byte(9))),
             },
         );
         assert_eq!(outbox.delivered, BTreeSet::from([2, 3]));
-        assert_eq!(outbox.committed, Some(B256::repeat_byte(9)));
+        assert_eq!(outbox.committed, Some((0, B256::repeat_byte(9))));
         assert!(outbox.retry_at.is_none());
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 use tracing::{debug, error, info, warn};
 use zeroize::Zeroizing;
 
-use crate::cluster::MemberInfo;
+use crate::cluster::{EpochInfo, MemberInfo};
 use crate::csk::{self, Authority, Candidate, Local};
 use crate::envelope::EndpointEnvelope;
 use crate::health::Phase;
@@ -42,8 +42,18 @@ pub struct MeshSettings {
     pub down_after_beats: u32,
 }
 
-/// The commitment the originator owes the chain (the outbox sends it with its envelopes).
-type CommitSlot = Arc<Mutex<Option<B256>>>;
+/// The commitment the originator owes the chain for an epoch (the outbox sends it with its
+/// envelopes, or alone).
+type CommitSlot = Arc<Mutex<Option<(u64, B256)>>>;
+
+/// What the CSK subsystem is waiting for, if anything (shown in `/healthz` `waiting_for`).
+type CskWaiting = Arc<Mutex<Option<String>>>;
+
+/// What the CSK subsystem shares with the reconcile loop.
+struct CskShared {
+    commit_wanted: CommitSlot,
+    waiting: CskWaiting,
+}
 
 /// Liveness shared by the heartbeat tasks, the CSK service and the loop.
 struct Liveness {
@@ -60,13 +70,15 @@ struct NodeAuthority {
 }
 
 impl Authority for NodeAuthority {
-    async fn active_member_keys(&self, member_id: u64) -> Option<([u8; 32], [u8; 32])> {
-        self.node
-            .cluster
-            .member(member_id)
-            .await
-            .filter(|m| m.active)
-            .map(|m| (m.ed25519, m.x25519))
+    async fn standing(&self, member_id: u64) -> csk::Standing {
+        match self.node.cluster.member(member_id).await {
+            Some(m) if m.active => csk::Standing::Active {
+                ed25519: m.ed25519,
+                x25519: m.x25519,
+            },
+            Some(_) => csk::Standing::Revoked,
+            None => csk::Standing::Unknown,
+        }
     }
 
     async fn is_live(&self, member_id: u64) -> bool {
@@ -76,6 +88,18 @@ impl Authority for NodeAuthority {
             .await
             .live_peers(Instant::now())
             .contains(&member_id)
+    }
+
+    async fn chain_epoch(&self) -> Option<u64> {
+        self.node.cluster.csk_epoch().await.map(|e| e.epoch)
+    }
+
+    fn refused(&self, reason: &'static str) {
+        self.node
+            .metrics
+            .csk_requests_refused
+            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc();
     }
 }
 
@@ -157,14 +181,29 @@ pub async fn run(
                 return;
             }
         };
-    // The originator decides before the first reconcile pass whether it owes a commitment, so
-    // the commitment rides in the same operation as its first envelopes.
+    // The originator decides before the first reconcile pass whether it owes a commitment (so
+    // it rides in the same operation as its first envelopes), and after a restart re-derives
+    // its key before anything else (field note 7).
     let commit_wanted: CommitSlot = Arc::new(Mutex::new(None));
-    if me.id == 1 {
-        match try_acquire(&node, me.id, &local, &dstack, &liveness, &commit_wanted).await {
-            Ok(key) => *node.csk.write().await = Some(csk::SharedKey::new(key)),
-            Err(waiting) => debug!(target: "attestmesh::csk", %waiting, "CSK not held yet"),
-        }
+    let csk_waiting: CskWaiting = Arc::new(Mutex::new(None));
+    let mut acquirer = Acquirer {
+        node: node.clone(),
+        self_id: me.id,
+        local: local.clone(),
+        dstack,
+        liveness: liveness.clone(),
+        commit_wanted: commit_wanted.clone(),
+        waiting: csk_waiting.clone(),
+        derived: None,
+        previous_tried: None,
+    };
+    if node
+        .cluster
+        .csk_epoch()
+        .await
+        .is_some_and(|e| e.originator == me.id)
+    {
+        acquirer.pass().await;
     }
     let tasks = vec![
         tokio::spawn(send_heartbeats(
@@ -185,14 +224,7 @@ pub async fn run(
             local.clone(),
             liveness.clone(),
         )),
-        tokio::spawn(acquire_csk(
-            node.clone(),
-            me.id,
-            local,
-            dstack,
-            liveness.clone(),
-            commit_wanted.clone(),
-        )),
+        tokio::spawn(acquirer.run()),
     ];
     reconcile(
         &node,
@@ -200,7 +232,10 @@ pub async fn run(
         &envelope,
         me.id,
         &liveness,
-        &commit_wanted,
+        &CskShared {
+            commit_wanted,
+            waiting: csk_waiting,
+        },
         &shutdown,
     )
     .await;
@@ -216,7 +251,7 @@ async fn reconcile(
     envelope: &EndpointEnvelope,
     self_id: u64,
     liveness: &Liveness,
-    commit_wanted: &CommitSlot,
+    csk: &CskShared,
     shutdown: &Shutdown,
 ) {
     let mut configured: Vec<(u64, [u8; 32])> = Vec::new();
@@ -231,9 +266,14 @@ async fn reconcile(
         let peers = node.cluster.active_peers().await;
 
         // What this node owes the chain: envelopes to every peer (deterministic ids, sent once)
-        // and, for the originator, its commitment until the chain shows one.
-        let commitment = match *commit_wanted.lock().await {
-            Some(mine) if node.cluster.csk_commitment().await.is_none() => Some(mine),
+        // and, for the current epoch's originator, its commitment until the chain shows one.
+        let chain_epoch = node.cluster.csk_epoch().await;
+        let commitment = match *csk.commit_wanted.lock().await {
+            Some((epoch, mine))
+                if chain_epoch.is_some_and(|e| e.epoch == epoch && e.commitment.is_none()) =>
+            {
+                Some((epoch, mine))
+            }
             _ => None,
         };
         outbox
@@ -268,6 +308,16 @@ async fn reconcile(
         if key != configured {
             info!(target: PEERS, peers = ?key.iter().map(|k| k.0).collect::<Vec<_>>(), "mesh peers configured");
             mesh.set_peers(wanted).await;
+            node.metrics.mesh_peers.set(key.len() as i64);
+            if let Some(epoch) = chain_epoch.filter(|e| {
+                e.revoked_member != 0
+                    && configured.iter().any(|(id, _)| *id == e.revoked_member)
+                    && !key.iter().any(|(id, _)| *id == e.revoked_member)
+            }) {
+                let seconds = seconds_since(epoch.opened_at);
+                node.metrics.revoked_peer_removal_seconds.set(seconds);
+                info!(target: PEERS, member = epoch.revoked_member, seconds, "revoked member removed from attestmesh0");
+            }
             configured = key;
         }
 
@@ -315,16 +365,30 @@ async fn reconcile(
             info!(target: PEERS, live, "converged: every live peer reports the same member set");
             node.health.latch_first_converged();
         }
-        update_phase(node, &peers, mesh).await;
+        let waiting = csk.waiting.lock().await.clone();
+        update_phase(node, &peers, mesh, waiting).await;
     }
 }
 
-async fn update_phase(node: &Node, peers: &[MemberInfo], mesh: &MeshHandle) {
+/// Seconds from a chain timestamp (unix seconds) to now.
+fn seconds_since(chain_time: u64) -> f64 {
+    (crate::cluster::now_ms() as f64 / 1000.0 - chain_time as f64).max(0.0)
+}
+
+/// The phase as the seed orders the gates. A node that holds an epoch's key stays healthy while
+/// it obtains the next one (a rotation never takes it out of the mesh); `waiting_for` and
+/// `attestmesh_agent_csk_epoch` below `attestmesh_agent_csk_chain_epoch` say it is behind.
+async fn update_phase(
+    node: &Node,
+    peers: &[MemberInfo],
+    mesh: &MeshHandle,
+    csk_waiting: Option<String>,
+) {
     let snapshot = node.health.snapshot();
-    let csk_held = node.csk.read().await.is_some();
+    let csk_held = node.csk.held_epoch().is_some();
     node.health.set_csk_acquired(csk_held);
     let (phase, waiting) = if snapshot.first_converged && csk_held {
-        (Phase::Healthy, String::new())
+        (Phase::Healthy, csk_waiting.unwrap_or_default())
     } else if peers.is_empty() {
         (
             Phase::WaitingPeers,
@@ -341,7 +405,7 @@ async fn update_phase(node: &Node, peers: &[MemberInfo], mesh: &MeshHandle) {
     } else if !csk_held {
         (
             Phase::PullingCsk,
-            "acquiring the Cluster Shared Key".to_string(),
+            csk_waiting.unwrap_or_else(|| "acquiring the Cluster Shared Key".to_string()),
         )
     } else {
         (
@@ -466,100 +530,235 @@ async fn serve_csk(node: Node, mesh_ip: Ipv4Addr, local: Local, liveness: Arc<Li
     csk::serve(listener, local, node.csk.clone(), authority).await;
 }
 
-/// The originator re-derives and checks (or commits); everyone else pulls from live peers.
-async fn acquire_csk(
+/// How often the CSK subsystem looks at the chain's epoch (its own view, no RPC) and retries.
+const ACQUIRE_RETRY: Duration = Duration::from_millis(500);
+/// How often a node retries obtaining the previous epoch's key after a restart.
+const PREVIOUS_RETRY: Duration = Duration::from_secs(5);
+/// Peers asked per pass (the originator first): a rotation in a large cluster does not make
+/// every node knock on every other node twice a second.
+const PULL_FANOUT: usize = 4;
+
+/// The CSK subsystem: holds the key of the chain's current epoch. The epoch's originator
+/// derives it (and commits it, or after a restart re-derives and checks it); everyone else pulls
+/// it from live peers. It runs for the node's lifetime: every rotation is one more epoch.
+struct Acquirer {
     node: Node,
     self_id: u64,
     local: Local,
     dstack: DstackClient,
     liveness: Arc<Liveness>,
     commit_wanted: CommitSlot,
-) {
-    loop {
-        if node.csk.read().await.is_some() {
-            return;
-        }
-        match try_acquire(&node, self_id, &local, &dstack, &liveness, &commit_wanted).await {
-            Ok(key) => {
-                *node.csk.write().await = Some(csk::SharedKey::new(key));
-                return;
-            }
-            Err(waiting) => {
-                debug!(target: "attestmesh::csk", %waiting, "CSK not acquired yet");
-                if node.health.snapshot().phase == Phase::PullingCsk {
-                    node.health.set_phase(Phase::PullingCsk, waiting);
-                }
-                tokio::time::sleep(ACQUIRE_RETRY).await;
-            }
-        }
-    }
+    waiting: CskWaiting,
+    /// The key this node derived as an epoch's originator, until the chain shows it committed.
+    derived: Option<(u64, Zeroizing<[u8; 32]>)>,
+    /// When the previous epoch's key was last sought (after a restart inside its grace window).
+    previous_tried: Option<Instant>,
 }
 
-/// How often the CSK subsystem tries again while the key is not held.
-const ACQUIRE_RETRY: Duration = Duration::from_millis(500);
+impl Acquirer {
+    async fn run(mut self) {
+        loop {
+            self.pass().await;
+            tokio::time::sleep(ACQUIRE_RETRY).await;
+        }
+    }
 
-async fn try_acquire(
-    node: &Node,
-    self_id: u64,
-    local: &Local,
-    dstack: &DstackClient,
-    liveness: &Liveness,
-    commit_wanted: &CommitSlot,
-) -> Result<Zeroizing<[u8; 32]>, String> {
-    let commitment = node
-        .chain
-        .csk_commitment(node.cluster_address)
-        .await
-        .map_err(|e| format!("chain RPC: {e}"))?;
-    if self_id == 1 {
-        // Field note 7: re-derive from the TEE first; never wait on a peer for our own key.
-        let reply = dstack
-            .get_key(csk::CSK_PATH, csk::CSK_PURPOSE)
+    /// One look: expire the previous key, obtain the current epoch's if not held.
+    async fn pass(&mut self) {
+        let now_s = crate::cluster::now_ms() / 1000;
+        if let Some(epoch) = self.node.csk.expire(now_s).await {
+            info!(target: "attestmesh::csk", epoch, "the previous epoch's grace window ended; its key is dropped");
+        }
+        let waiting = self.step(now_s).await.err();
+        *self.waiting.lock().await = waiting;
+    }
+
+    async fn step(&mut self, now_s: u64) -> Result<(), String> {
+        let chain = self
+            .node
+            .cluster
+            .csk_epoch()
             .await
-            .map_err(|e| format!("dstack: {e}"))?;
-        let key = Zeroizing::new(*reply.key.as_bytes());
-        let mine = csk::commitment_of(&key);
-        match commitment {
-            Some(on_chain) if on_chain == mine => {
-                info!(target: "attestmesh::csk", "CSK re-derived from the TEE and matches the commitment");
-                return Ok(key);
-            }
-            Some(_) => {
-                // Not expected (the originator's key is deterministic); pull like everyone else.
-                warn!(target: "attestmesh::csk", "the on-chain commitment is not this TEE's key; pulling from peers");
-            }
-            None => {
-                // The outbox sends it, with this node's first envelopes.
-                *commit_wanted.lock().await = Some(mine);
-                return Err("waiting for this node's CSK commitment to be included".into());
-            }
+            .ok_or("waiting for the chain's CSK epoch")?;
+        let held = self.node.csk.held_epoch();
+        if held.is_some_and(|h| h >= chain.epoch) {
+            self.recover_previous(&chain, now_s).await;
+            return Ok(());
         }
-    }
-    let commitment = commitment.ok_or("waiting for the first registrant to commit the CSK")?;
-    let live = liveness.tracker.lock().await.live_peers(Instant::now());
-    let mut candidates = Vec::new();
-    for id in live {
-        if let Some(peer) = node.cluster.member(id).await {
-            candidates.push(Candidate {
-                member_id: id,
-                address: SocketAddr::V4(SocketAddrV4::new(peer.mesh_ip, csk::CSK_PORT)),
-                ed25519: peer.ed25519,
-            });
+        if self
+            .node
+            .cluster
+            .member(self.self_id)
+            .await
+            .is_some_and(|m| !m.active)
+        {
+            return Err("this node is revoked: it obtains no new CSK epoch".into());
         }
-    }
-    if candidates.is_empty() {
-        return Err("waiting for a live peer to pull the CSK from".into());
-    }
-    csk::pull(local, &candidates, commitment)
-        .await
-        .map_err(|failures| {
-            format!(
-                "no live peer handed over the CSK: {}",
-                failures
-                    .iter()
-                    .map(|(id, e)| format!("member {id}: {e}"))
-                    .collect::<Vec<_>>()
-                    .join("; ")
+        let behind = held.map_or(String::new(), |h| format!(" (holding epoch {h})"));
+        let key = self
+            .acquire(&chain)
+            .await
+            .map_err(|waiting| format!("CSK epoch {}: {waiting}{behind}", chain.epoch))?;
+        self.derived = None;
+        self.node
+            .csk
+            .install(
+                csk::EpochKey {
+                    epoch: chain.epoch,
+                    key: csk::SharedKey::new(key),
+                },
+                chain.previous.map(|p| (p.epoch, p.until)),
             )
-        })
+            .await;
+        let seconds = seconds_since(chain.opened_at);
+        self.node.metrics.csk_epoch.set(chain.epoch as i64);
+        self.node.metrics.csk_epoch_acquire_seconds.set(seconds);
+        info!(target: "attestmesh::csk", epoch = chain.epoch, seconds_since_opened = seconds, "holding the CSK of the current epoch");
+        Ok(())
+    }
+
+    /// The current epoch's key: derived by its originator, pulled by everyone else.
+    async fn acquire(&mut self, chain: &EpochInfo) -> Result<Zeroizing<[u8; 32]>, String> {
+        if chain.originator == self.self_id {
+            let key = self.derive(chain.epoch).await?;
+            let mine = csk::commitment_of(&key);
+            match chain.commitment {
+                Some(on_chain) if on_chain == mine => {
+                    info!(target: "attestmesh::csk", epoch = chain.epoch, "CSK re-derived from the TEE and matches the commitment");
+                    return Ok(key);
+                }
+                Some(_) => {
+                    // Not expected (the originator's key is deterministic); pull like everyone else.
+                    warn!(target: "attestmesh::csk", epoch = chain.epoch, "the on-chain commitment is not this TEE's key; pulling from peers");
+                }
+                None => {
+                    // The outbox sends it (with envelopes owed, or alone).
+                    *self.commit_wanted.lock().await = Some((chain.epoch, mine));
+                    return Err("waiting for this node's commitment to be included".into());
+                }
+            }
+        }
+        let commitment = chain.commitment.ok_or_else(|| {
+            format!(
+                "waiting for its originator (member {}) to commit it",
+                chain.originator
+            )
+        })?;
+        self.pull(chain.epoch, commitment, chain.originator).await
+    }
+
+    /// Field note 7, per epoch: the originator's key comes from its own TEE, never from a peer.
+    async fn derive(&mut self, epoch: u64) -> Result<Zeroizing<[u8; 32]>, String> {
+        if let Some((derived_epoch, key)) = &self.derived
+            && *derived_epoch == epoch
+        {
+            return Ok(key.clone());
+        }
+        let reply = self
+            .dstack
+            .get_key(&csk::epoch_key_path(epoch), csk::CSK_PURPOSE)
+            .await
+            .map_err(|e| format!("dstack GetKey: {e}"))?;
+        let key = Zeroizing::new(*reply.key.as_bytes());
+        self.derived = Some((epoch, key.clone()));
+        Ok(key)
+    }
+
+    /// Pulls `epoch`'s key from up to [`PULL_FANOUT`] live peers, `first` (the originator)
+    /// before the others, the others in a random order.
+    async fn pull(
+        &self,
+        epoch: u64,
+        commitment: B256,
+        first: u64,
+    ) -> Result<Zeroizing<[u8; 32]>, String> {
+        let mut live: Vec<u64> = self
+            .liveness
+            .tracker
+            .lock()
+            .await
+            .live_peers(Instant::now())
+            .into_iter()
+            .collect();
+        if live.is_empty() {
+            return Err("waiting for a live peer to pull it from".into());
+        }
+        let offset = (rand_core::RngCore::next_u64(&mut rand_core::OsRng) as usize) % live.len();
+        live.rotate_left(offset);
+        if let Some(at) = live.iter().position(|id| *id == first) {
+            live[..=at].rotate_right(1);
+        }
+        let mut candidates = Vec::new();
+        for id in live.into_iter().take(PULL_FANOUT) {
+            if let Some(peer) = self.node.cluster.member(id).await {
+                candidates.push(Candidate {
+                    member_id: id,
+                    address: SocketAddr::V4(SocketAddrV4::new(peer.mesh_ip, csk::CSK_PORT)),
+                    ed25519: peer.ed25519,
+                });
+            }
+        }
+        csk::pull(&self.local, &candidates, epoch, commitment)
+            .await
+            .map_err(|failures| {
+                format!(
+                    "no live peer handed it over: {}",
+                    failures
+                        .iter()
+                        .map(|(id, e)| format!("member {id}: {e}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            })
+    }
+
+    /// After a restart (or a late join) inside a grace window, the previous epoch's key too, so
+    /// the app can still read what it encrypted with it. Best effort, every few seconds.
+    async fn recover_previous(&mut self, chain: &EpochInfo, now_s: u64) {
+        let Some(previous) = chain.previous else {
+            return;
+        };
+        if now_s >= previous.until
+            || self.node.csk.holds_previous(previous.epoch).await
+            || self
+                .previous_tried
+                .is_some_and(|at| at.elapsed() < PREVIOUS_RETRY)
+        {
+            return;
+        }
+        self.previous_tried = Some(Instant::now());
+        // The originator of the previous epoch re-derives it; the others pull it.
+        let derived = self
+            .dstack
+            .get_key(&csk::epoch_key_path(previous.epoch), csk::CSK_PURPOSE)
+            .await
+            .ok()
+            .map(|reply| Zeroizing::new(*reply.key.as_bytes()))
+            .filter(|key| csk::commitment_of(key) == previous.commitment);
+        let key = match derived {
+            Some(key) => Ok(key),
+            None => {
+                self.pull(previous.epoch, previous.commitment, chain.originator)
+                    .await
+            }
+        };
+        match key {
+            Ok(key) => {
+                self.node
+                    .csk
+                    .install_previous(
+                        csk::EpochKey {
+                            epoch: previous.epoch,
+                            key: csk::SharedKey::new(key),
+                        },
+                        previous.until,
+                    )
+                    .await;
+                info!(target: "attestmesh::csk", epoch = previous.epoch, until = previous.until, "holding the previous epoch's CSK for its grace window");
+            }
+            Err(waiting) => {
+                debug!(target: "attestmesh::csk", epoch = previous.epoch, %waiting, "the previous epoch's CSK is not held; retrying")
+            }
+        }
+    }
 }

@@ -197,15 +197,23 @@ impl ChainClient {
             .map_err(|e| self.call_error("Cluster.listActiveMembers", e))
     }
 
-    /// keccak256(CSK) when committed.
-    pub async fn csk_commitment(&self, cluster: Address) -> Result<Option<B256>> {
-        let commitment = self
-            .cluster(cluster)
-            .cskCommitment()
+    /// The current CSK epoch: number, originator, commitment and the previous key's grace
+    /// window, in one call.
+    pub async fn current_csk_epoch(&self, cluster: Address) -> Result<Cluster::CskEpoch> {
+        self.cluster(cluster)
+            .currentCskEpoch()
             .call()
             .await
-            .map_err(|e| self.call_error("Cluster.cskCommitment", e))?;
-        Ok((commitment != B256::ZERO).then_some(commitment))
+            .map_err(|e| self.call_error("Cluster.currentCskEpoch", e))
+    }
+
+    /// One CSK epoch opened so far.
+    pub async fn csk_epoch(&self, cluster: Address, epoch: u64) -> Result<Cluster::CskEpoch> {
+        self.cluster(cluster)
+            .cskEpoch(epoch)
+            .call()
+            .await
+            .map_err(|e| self.call_error("Cluster.cskEpoch", e))
     }
 
     /// The binding digest a registration proof must carry.

@@ -56,7 +56,7 @@ library ClusterFacets {
     }
 
     function memberSelectors() internal pure returns (bytes4[] memory s) {
-        s = new bytes4[](14);
+        s = new bytes4[](18);
         s[0] = IMemberFacet.getMember.selector;
         s[1] = IMemberFacet.getMemberByAccount.selector;
         s[2] = IMemberFacet.memberIdOf.selector;
@@ -68,9 +68,13 @@ library ClusterFacets {
         s[8] = IMemberFacet.meshIpOf.selector;
         s[9] = IMemberFacet.meshConfig.selector;
         s[10] = IMemberFacet.clusterFactory.selector;
-        s[11] = IMemberFacet.cskCommitment.selector;
+        s[11] = IMemberFacet.currentCskEpoch.selector;
         s[12] = IMemberFacet.commitClusterSharedKey.selector;
         s[13] = IMemberFacet.revokeMember.selector;
+        s[14] = IMemberFacet.cskEpoch.selector;
+        s[15] = IMemberFacet.cskGracePeriod.selector;
+        s[16] = IMemberFacet.rotateClusterSharedKey.selector;
+        s[17] = IMemberFacet.setCskGracePeriod.selector;
     }
 
     function registrationSelectors() internal pure returns (bytes4[] memory s) {

@@ -58,6 +58,33 @@ struct Member {
     MemberStatus status;
 }
 
+/// @notice One epoch of the Cluster Shared Key, as the chain records it. Revoking a member or an
+///         operator rotation opens the next epoch; its originator derives that epoch's key in its
+///         TEE and commits keccak256(key); members pull it from a live peer.
+/// @param epoch Sequential from 0.
+/// @param originator The member that derives and commits this epoch's key: the lowest active
+///        member id when the epoch opened (or the first member to join an empty cluster); 0
+///        while no member is active.
+/// @param revokedMember The member whose revocation opened the epoch; 0 for epoch 0 and for an
+///        operator rotation.
+/// @param openedAt Block timestamp of the opening.
+/// @param commitment keccak256(CSK of this epoch); zero until committed, never changed after.
+/// @param committedAt Block timestamp of the commitment; 0 until committed.
+/// @param previousEpoch The last epoch committed before this one (meaningful when
+///        `previousKeyUntil` is not 0).
+/// @param previousKeyUntil Until this time members may still hand out `previousEpoch`'s key
+///        (the commitment time plus the grace period then set); 0 when there is none.
+struct CskEpoch {
+    uint64 epoch;
+    uint64 originator;
+    uint64 revokedMember;
+    uint64 openedAt;
+    bytes32 commitment;
+    uint64 committedAt;
+    uint64 previousEpoch;
+    uint64 previousKeyUntil;
+}
+
 /// @notice Parameters of a new cluster.
 /// @param owner The operator: allowlists, revocation, diamond upgrades.
 /// @param meshNetwork The network address of the mesh CIDR (e.g. 10.88.0.0 as 0x0a580000).

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.28;
 
-import {Member} from "../lib/ClusterTypes.sol";
+import {CskEpoch, Member} from "../lib/ClusterTypes.sol";
 
 /// @title IMemberFacet
-/// @notice Member records, mesh IPs, revocation and the Cluster Shared Key commitment.
+/// @notice Member records, mesh IPs, revocation and the Cluster Shared Key epochs.
 interface IMemberFacet {
     /// @notice No member has this id.
     error UnknownMember(uint64 memberId);
@@ -16,12 +16,18 @@ interface IMemberFacet {
     error MeshAddressSpaceExhausted(uint64 capacity);
     /// @notice The mesh CIDR is not usable (prefix outside 8..30, or host bits set).
     error InvalidMeshCidr(uint32 network, uint8 prefixLength);
-    /// @notice Only the first registrant (member 1) may commit the CSK.
-    error NotFirstRegistrant(address caller);
-    /// @notice The CSK commitment is set once and never changes.
-    error CskAlreadyCommitted(bytes32 commitment);
+    /// @notice Only the epoch's originator may commit its CSK.
+    error NotEpochOriginator(uint64 memberId, uint64 epoch, uint64 originator);
+    /// @notice Only the current epoch can be committed.
+    error NotCurrentCskEpoch(uint64 epoch, uint64 current);
+    /// @notice An epoch's commitment is set once and never changes.
+    error CskAlreadyCommitted(uint64 epoch, bytes32 commitment);
     /// @notice A zero commitment would read as "not committed".
     error ZeroCskCommitment();
+    /// @notice No such epoch has been opened yet.
+    error UnknownCskEpoch(uint64 epoch, uint64 current);
+    /// @notice The grace period may not exceed the maximum.
+    error CskGracePeriodTooLong(uint32 secondsRequested, uint32 maximum);
 
     /// @notice A node joined the cluster.
     event MemberRegistered(
@@ -35,8 +41,14 @@ interface IMemberFacet {
     );
     /// @notice The owner revoked a member; its mesh IP is retired for good.
     event MemberRevoked(uint64 indexed memberId, address indexed account);
-    /// @notice The first registrant committed keccak256(CSK).
-    event ClusterSharedKeyCommitted(uint64 indexed memberId, bytes32 commitment);
+    /// @notice A CSK epoch opened (with the cluster, on a revocation, or on an operator rotation).
+    /// @param originator The member that derives and commits its key (0: the next to join).
+    /// @param revokedMember The member whose revocation opened it (0: none).
+    event CskEpochOpened(uint64 indexed epoch, uint64 indexed originator, uint64 revokedMember);
+    /// @notice The originator of `epoch` committed keccak256(its CSK).
+    event ClusterSharedKeyCommitted(uint64 indexed epoch, uint64 indexed memberId, bytes32 commitment);
+    /// @notice The owner set how long the previous epoch's key stays available after a rotation.
+    event CskGracePeriodSet(uint32 graceSeconds);
 
     /// @notice A member by id (reverts UnknownMember).
     function getMember(uint64 memberId) external view returns (Member memory);
@@ -71,12 +83,25 @@ interface IMemberFacet {
     /// @notice The factory that created this cluster (its indexer registry lives there).
     function clusterFactory() external view returns (address);
 
-    /// @notice keccak256(CSK), or zero before the first registrant commits it.
-    function cskCommitment() external view returns (bytes32);
+    /// @notice The current CSK epoch: its number, originator, commitment and the previous
+    ///         key's grace window, in one call.
+    function currentCskEpoch() external view returns (CskEpoch memory);
 
-    /// @notice Commits keccak256(CSK); once, and only by the first registrant's account.
-    function commitClusterSharedKey(bytes32 commitment) external;
+    /// @notice A CSK epoch opened so far (reverts UnknownCskEpoch).
+    function cskEpoch(uint64 epoch) external view returns (CskEpoch memory);
 
-    /// @notice Revokes an active member (only the owner).
+    /// @notice How long (seconds) the previous epoch's key stays available after a commitment.
+    function cskGracePeriod() external view returns (uint32);
+
+    /// @notice Commits keccak256(CSK) of the current epoch; once per epoch, only by its originator.
+    function commitClusterSharedKey(uint64 epoch, bytes32 commitment) external;
+
+    /// @notice Opens a new CSK epoch without revoking anyone (only the owner).
+    function rotateClusterSharedKey() external;
+
+    /// @notice Sets the grace period of later rotations (only the owner; at most 30 days).
+    function setCskGracePeriod(uint32 graceSeconds) external;
+
+    /// @notice Revokes an active member and opens a new CSK epoch (only the owner).
     function revokeMember(uint64 memberId) external;
 }

@@ -2,12 +2,12 @@
 pragma solidity ^0.8.28;
 
 import {LibDiamond} from "../diamond/LibDiamond.sol";
-import {Member, MemberStatus} from "../lib/ClusterTypes.sol";
+import {CskEpoch, Member, MemberStatus} from "../lib/ClusterTypes.sol";
 import {IMemberFacet} from "./IMemberFacet.sol";
 import {MemberStorage} from "./MemberStorage.sol";
 
 /// @title MemberFacet
-/// @notice Reads of the member set, revocation, and the CSK commitment.
+/// @notice Reads of the member set, revocation, and the CSK epochs.
 contract MemberFacet is IMemberFacet {
     /// @inheritdoc IMemberFacet
     function getMember(uint64 memberId) external view override returns (Member memory) {
@@ -94,24 +94,52 @@ contract MemberFacet is IMemberFacet {
     }
 
     /// @inheritdoc IMemberFacet
-    function cskCommitment() external view override returns (bytes32) {
-        return MemberStorage.layout().cskCommitment;
+    function currentCskEpoch() external view override returns (CskEpoch memory) {
+        return MemberStorage.loadEpoch(MemberStorage.layout().cskEpoch);
     }
 
     /// @inheritdoc IMemberFacet
-    function commitClusterSharedKey(bytes32 commitment) external override {
+    function cskEpoch(uint64 epoch) external view override returns (CskEpoch memory) {
+        return MemberStorage.loadEpoch(epoch);
+    }
+
+    /// @inheritdoc IMemberFacet
+    function cskGracePeriod() external view override returns (uint32) {
+        return MemberStorage.layout().cskGraceSeconds;
+    }
+
+    /// @inheritdoc IMemberFacet
+    function commitClusterSharedKey(uint64 epoch, bytes32 commitment) external override {
         uint64 id = MemberStorage.requireActive(msg.sender);
-        if (id != 1) revert NotFirstRegistrant(msg.sender);
-        MemberStorage.Layout storage l = MemberStorage.layout();
-        if (l.cskCommitment != bytes32(0)) revert CskAlreadyCommitted(l.cskCommitment);
-        if (commitment == bytes32(0)) revert ZeroCskCommitment();
-        l.cskCommitment = commitment;
-        emit ClusterSharedKeyCommitted(id, commitment);
+        bytes memory refusal = MemberStorage.commitRefusal(id, epoch, commitment);
+        if (refusal.length != 0) {
+            assembly {
+                revert(add(refusal, 32), mload(refusal))
+            }
+        }
+        MemberStorage.commit(id, epoch, commitment);
+    }
+
+    /// @inheritdoc IMemberFacet
+    function rotateClusterSharedKey() external override {
+        LibDiamond.enforceIsOwner();
+        MemberStorage.openEpoch(0);
+    }
+
+    /// @inheritdoc IMemberFacet
+    function setCskGracePeriod(uint32 graceSeconds) external override {
+        LibDiamond.enforceIsOwner();
+        if (graceSeconds > MemberStorage.MAX_CSK_GRACE_SECONDS) {
+            revert CskGracePeriodTooLong(graceSeconds, MemberStorage.MAX_CSK_GRACE_SECONDS);
+        }
+        MemberStorage.layout().cskGraceSeconds = graceSeconds;
+        emit CskGracePeriodSet(graceSeconds);
     }
 
     /// @inheritdoc IMemberFacet
     function revokeMember(uint64 memberId) external override {
         LibDiamond.enforceIsOwner();
         emit MemberRevoked(memberId, MemberStorage.revoke(memberId));
+        MemberStorage.openEpoch(memberId);
     }
 }

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.28;
 
-import {Member, MemberStatus, NodeKeys} from "../lib/ClusterTypes.sol";
+import {CskEpoch, Member, MemberStatus, NodeKeys} from "../lib/ClusterTypes.sol";
 import {IMemberFacet} from "./IMemberFacet.sol";
 
 /// @title MemberStorage
@@ -29,6 +29,17 @@ library MemberStorage {
         address signer;
     }
 
+    /// @notice One CSK epoch as stored (three slots; the epoch number is the key).
+    struct EpochRecord {
+        bytes32 commitment;
+        uint64 originator;
+        uint64 revokedMember;
+        uint64 openedAt;
+        uint64 committedAt;
+        uint64 previousEpoch;
+        uint64 previousKeyUntil;
+    }
+
     /// @custom:storage-location erc7201:attestmesh.storage.Member
     struct Layout {
         address factory;
@@ -36,10 +47,21 @@ library MemberStorage {
         uint8 meshPrefixLength;
         uint24 memberCount;
         uint24 activeCount;
-        bytes32 cskCommitment;
+        // The CSK epochs: the current one, the grace period, and the last committed one.
+        uint64 cskEpoch;
+        uint32 cskGraceSeconds;
+        uint64 lastCommittedEpoch;
+        bool anyEpochCommitted;
         mapping(uint64 memberId => Record) members;
         mapping(address account => AccountEntry) accounts;
+        mapping(uint64 epoch => EpochRecord) cskEpochs;
     }
+
+    /// @notice The grace period of a new cluster: how long the previous epoch's key stays
+    ///         available after a rotation, so apps can re-encrypt.
+    uint32 internal constant DEFAULT_CSK_GRACE_SECONDS = 1 hours;
+    /// @notice The longest grace period an owner may set.
+    uint32 internal constant MAX_CSK_GRACE_SECONDS = 30 days;
 
     /// @dev keccak256(abi.encode(uint256(keccak256("attestmesh.storage.Member")) - 1)) & ~bytes32(uint256(0xff))
     bytes32 internal constant STORAGE_SLOT =
@@ -62,6 +84,11 @@ library MemberStorage {
         l.factory = factory;
         l.meshNetwork = network;
         l.meshPrefixLength = prefixLength;
+        l.cskGraceSeconds = DEFAULT_CSK_GRACE_SECONDS;
+        // Epoch 0 opens with the cluster; its originator is the first member to join.
+        l.cskEpochs[0].openedAt = uint64(block.timestamp);
+        emit IMemberFacet.CskEpochOpened(0, 0, 0);
+        emit IMemberFacet.CskGracePeriodSet(DEFAULT_CSK_GRACE_SECONDS);
     }
 
     /// @notice Host addresses available, excluding the network and broadcast addresses.
@@ -83,6 +110,10 @@ library MemberStorage {
         // casting to 'uint24' is safe because memberId <= capacity < 2^24 (prefix length >= 8).
         // forge-lint: disable-next-line(unsafe-typecast)
         l.memberCount = uint24(memberId);
+        // An epoch opened while no member was active has no originator yet: the first member to
+        // join becomes it (epoch 0's is member 1). Otherwise the originator is already set and
+        // a registration reads nothing more.
+        if (l.activeCount == 0) l.cskEpochs[l.cskEpoch].originator = memberId;
         l.activeCount += 1;
         uint32 meshIp = _meshIp(l.meshNetwork, memberId);
         l.members[memberId] = Record({
@@ -105,6 +136,88 @@ library MemberStorage {
         r.status = MemberStatus.Revoked;
         l.activeCount -= 1;
         return r.account;
+    }
+
+    /// @notice Opens the next CSK epoch, its originator the lowest active member id now (0 when
+    ///         none is active). The previous epoch's commitment stays as it was.
+    function openEpoch(uint64 revokedMember) internal returns (uint64 epoch) {
+        Layout storage l = layout();
+        epoch = l.cskEpoch + 1;
+        l.cskEpoch = epoch;
+        EpochRecord storage e = l.cskEpochs[epoch];
+        e.originator = lowestActiveMember();
+        e.revokedMember = revokedMember;
+        e.openedAt = uint64(block.timestamp);
+        emit IMemberFacet.CskEpochOpened(epoch, e.originator, revokedMember);
+    }
+
+    /// @notice The lowest active member id, 0 when none is active. Scans past revoked ids only:
+    ///         an owner's revocation pays for it, never a registration.
+    function lowestActiveMember() internal view returns (uint64) {
+        Layout storage l = layout();
+        if (l.activeCount == 0) return 0;
+        for (uint64 id = 1; id <= l.memberCount; ++id) {
+            if (l.members[id].status == MemberStatus.Active) return id;
+        }
+        return 0;
+    }
+
+    /// @notice Why `member` may not commit `commitment` for `epoch` now, as a custom error's
+    ///         data; empty when it may. One rule for the facet (which reverts with it) and the
+    ///         sponsorship policy (which refuses with it).
+    function commitRefusal(uint64 member, uint64 epoch, bytes32 commitment)
+        internal
+        view
+        returns (bytes memory)
+    {
+        Layout storage l = layout();
+        uint64 current = l.cskEpoch;
+        if (epoch != current) {
+            return abi.encodeWithSelector(IMemberFacet.NotCurrentCskEpoch.selector, epoch, current);
+        }
+        EpochRecord storage e = l.cskEpochs[epoch];
+        if (e.originator != member) {
+            return
+                abi.encodeWithSelector(IMemberFacet.NotEpochOriginator.selector, member, epoch, e.originator);
+        }
+        if (e.commitment != bytes32(0)) {
+            return abi.encodeWithSelector(IMemberFacet.CskAlreadyCommitted.selector, epoch, e.commitment);
+        }
+        if (commitment == bytes32(0)) return abi.encodeWithSelector(IMemberFacet.ZeroCskCommitment.selector);
+        return "";
+    }
+
+    /// @notice Records the commitment of the current epoch (the caller checked `commitRefusal`)
+    ///         and starts the previous committed epoch's grace window.
+    function commit(uint64 member, uint64 epoch, bytes32 commitment) internal {
+        Layout storage l = layout();
+        EpochRecord storage e = l.cskEpochs[epoch];
+        e.commitment = commitment;
+        e.committedAt = uint64(block.timestamp);
+        if (l.anyEpochCommitted) {
+            e.previousEpoch = l.lastCommittedEpoch;
+            e.previousKeyUntil = uint64(block.timestamp) + l.cskGraceSeconds;
+        }
+        l.lastCommittedEpoch = epoch;
+        l.anyEpochCommitted = true;
+        emit IMemberFacet.ClusterSharedKeyCommitted(epoch, member, commitment);
+    }
+
+    /// @notice An epoch as the views return it (reverts UnknownCskEpoch past the current one).
+    function loadEpoch(uint64 epoch) internal view returns (CskEpoch memory out) {
+        Layout storage l = layout();
+        if (epoch > l.cskEpoch) revert IMemberFacet.UnknownCskEpoch(epoch, l.cskEpoch);
+        EpochRecord storage e = l.cskEpochs[epoch];
+        out = CskEpoch({
+            epoch: epoch,
+            originator: e.originator,
+            revokedMember: e.revokedMember,
+            openedAt: e.openedAt,
+            commitment: e.commitment,
+            committedAt: e.committedAt,
+            previousEpoch: e.previousEpoch,
+            previousKeyUntil: e.previousKeyUntil
+        });
     }
 
     /// @notice The member as the views return it (reverts UnknownMember).

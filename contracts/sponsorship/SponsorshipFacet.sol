@@ -146,15 +146,24 @@ contract SponsorshipFacet is ISponsorshipFacet {
             return _checkSendBatch(senderId, abi.decode(args, (Envelope[])), sent);
         }
         if (selector == IMemberFacet.commitClusterSharedKey.selector) {
-            bytes32 commitment = abi.decode(args, (bytes32));
-            if (senderId != 1) return (false, "only the first registrant commits the CSK");
-            if (MemberStorage.layout().cskCommitment != bytes32(0)) {
-                return (false, "CSK commitment already set");
-            }
-            if (commitment == bytes32(0)) return (false, "CSK commitment is zero");
-            return (true, "");
+            (uint64 epoch, bytes32 commitment) = abi.decode(args, (uint64, bytes32));
+            return _commitRule(MemberStorage.commitRefusal(senderId, epoch, commitment));
         }
         return (false, "member call is not a sponsored cluster function");
+    }
+
+    /// @notice The policy's words for the Member facet's commit rule (one rule, two readers).
+    function _commitRule(bytes memory refusal) private pure returns (bool, string memory) {
+        if (refusal.length == 0) return (true, "");
+        bytes4 error = bytes4(refusal);
+        if (error == IMemberFacet.NotCurrentCskEpoch.selector) {
+            return (false, "CSK epoch is not the current one");
+        }
+        if (error == IMemberFacet.NotEpochOriginator.selector) {
+            return (false, "only the epoch's originator commits its CSK");
+        }
+        if (error == IMemberFacet.CskAlreadyCommitted.selector) return (false, "CSK commitment already set");
+        return (false, "CSK commitment is zero");
     }
 
     /// @notice Every envelope must be sent now: the policy pays for none it can foresee skipped.

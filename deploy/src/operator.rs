@@ -985,11 +985,28 @@ pub struct ClusterView {
     pub mesh: MeshView,
     pub member_count: u64,
     pub active_member_count: u64,
-    /// keccak256(CSK), once member 1 committed it.
-    pub csk_commitment: Option<B256>,
+    /// The current CSK epoch.
+    pub csk: CskEpochView,
     pub allowlists: Allowlists,
     pub members: Vec<MemberView>,
     pub messages: MessageSummary,
+}
+
+/// The cluster's current CSK epoch.
+#[derive(Debug, Clone, Serialize)]
+pub struct CskEpochView {
+    pub epoch: u64,
+    /// The member that derives and commits this epoch's key (0: none active).
+    pub originator: u64,
+    /// The member whose revocation opened it (0: none).
+    pub revoked_member: u64,
+    /// keccak256(CSK of this epoch), once its originator committed it.
+    pub commitment: Option<B256>,
+    /// The previous committed epoch whose key members still hand out, and until when (unix s).
+    pub previous_epoch: Option<u64>,
+    pub previous_key_until: Option<u64>,
+    /// How long the previous key stays available after the next commitment (seconds).
+    pub grace_seconds: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -1048,10 +1065,30 @@ impl fmt::Display for ClusterView {
             "mesh {} (capacity {}), members {} ({} active)",
             self.mesh.cidr, self.mesh.capacity, self.member_count, self.active_member_count
         )?;
-        match self.csk_commitment {
-            Some(c) => writeln!(f, "CSK commitment: {c}")?,
-            None => writeln!(f, "CSK commitment: not committed yet")?,
+        let csk = &self.csk;
+        match csk.commitment {
+            Some(c) => writeln!(
+                f,
+                "CSK epoch {}: committed by member {}: {c}",
+                csk.epoch, csk.originator
+            )?,
+            None => writeln!(
+                f,
+                "CSK epoch {}: not committed yet (its originator is member {})",
+                csk.epoch, csk.originator
+            )?,
         }
+        if let (Some(epoch), Some(until)) = (csk.previous_epoch, csk.previous_key_until) {
+            writeln!(
+                f,
+                "  epoch {epoch}'s key stays available until unix time {until}"
+            )?;
+        }
+        writeln!(
+            f,
+            "  grace period after a rotation: {} s",
+            csk.grace_seconds
+        )?;
         writeln!(f, "allowlists:")?;
         writeln!(f, "  KMS roots:      {}", join(&self.allowlists.kms_roots))?;
         writeln!(
@@ -1131,7 +1168,22 @@ pub async fn show(op: &Operator, cluster: Address, message_blocks: u64) -> Resul
         .call()
         .await
         .map_err(|e| c.call_error("Cluster.activeMemberCount", e))?;
-    let csk_commitment = c.csk_commitment(cluster).await?;
+    let epoch = c.current_csk_epoch(cluster).await?;
+    let grace_seconds = instance
+        .cskGracePeriod()
+        .call()
+        .await
+        .map_err(|e| c.call_error("Cluster.cskGracePeriod", e))?;
+    let in_grace = epoch.previousKeyUntil != 0;
+    let csk = CskEpochView {
+        epoch: epoch.epoch,
+        originator: epoch.originator,
+        revoked_member: epoch.revokedMember,
+        commitment: (!epoch.commitment.is_zero()).then_some(epoch.commitment),
+        previous_epoch: in_grace.then_some(epoch.previousEpoch),
+        previous_key_until: in_grace.then_some(epoch.previousKeyUntil),
+        grace_seconds,
+    };
     let app_ids = instance
         .appIds()
         .call()
@@ -1217,7 +1269,7 @@ pub async fn show(op: &Operator, cluster: Address, message_blocks: u64) -> Resul
         },
         member_count,
         active_member_count,
-        csk_commitment,
+        csk,
         allowlists,
         members,
         messages,

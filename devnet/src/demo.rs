@@ -361,14 +361,17 @@ fn print_progress(view: &NodeView, started: Instant) {
 
 /// One line per node, and the CSK check: every node's key hashes to the on-chain commitment.
 async fn show_cluster(cluster: &Cluster) -> eyre::Result<()> {
-    let commitment = cluster
+    let epoch = cluster
         .stack
         .chain
         .operator_client()
-        .csk_commitment(cluster.stack.cluster)
+        .current_csk_epoch(cluster.stack.cluster)
         .await
-        .wrap_err("cannot read the CSK commitment from the cluster contract")?
-        .ok_or_else(|| eyre::eyre!("the cluster has no CSK commitment yet"))?;
+        .wrap_err("cannot read the CSK epoch from the cluster contract")?;
+    if epoch.commitment.is_zero() {
+        eyre::bail!("CSK epoch {} has no commitment yet", epoch.epoch);
+    }
+    let commitment = epoch.commitment;
     println!();
     println!(
         "  {:8} {:>6}  {:12} {:>10}  {:9}  {:>14}  CSK fingerprint",
@@ -413,8 +416,9 @@ async fn show_cluster(cluster: &Cluster) -> eyre::Result<()> {
     println!();
     if fingerprints.iter().all(|f| *f == commitment) {
         println!(
-            "[demo] every node holds the same CSK: its fingerprint is the cluster's on-chain \
-             commitment {}…",
+            "[demo] every node holds the same CSK of epoch {}: its fingerprint is the cluster's \
+             on-chain commitment {}…",
+            epoch.epoch,
             &commitment.to_string()[..18]
         );
         Ok(())

@@ -1,7 +1,7 @@
 //! The chain follower: from the start block to the head (catch-up), then block by block.
 //!
 //! * Logs of the factory (`ClusterCreated`) and of every cluster it created (`MemberRegistered`,
-//!   `MemberRevoked`, `ClusterSharedKeyCommitted`, `MessageSent`), one `eth_getLogs` per range;
+//!   `MemberRevoked`, `CskEpochOpened`, `ClusterSharedKeyCommitted`, `MessageSent`), one `eth_getLogs` per range;
 //!   a cluster created inside a range has the rest of that range read for it at once.
 //! * Ranges adapt to the RPC: a refusal ("range too large", "more than 10000 results", ...)
 //!   halves the range (not below the largest range that worked) and retries; after a run of
@@ -131,6 +131,7 @@ pub fn followed_topics() -> Vec<B256> {
         ClusterFactory::ClusterCreated::SIGNATURE_HASH,
         Cluster::MemberRegistered::SIGNATURE_HASH,
         Cluster::MemberRevoked::SIGNATURE_HASH,
+        Cluster::CskEpochOpened::SIGNATURE_HASH,
         Cluster::ClusterSharedKeyCommitted::SIGNATURE_HASH,
         Cluster::MessageSent::SIGNATURE_HASH,
     ]

@@ -123,6 +123,7 @@ mod tests {
             vec![env(2, 1), env(3, 1)]
         );
         let commit = Cluster::commitClusterSharedKeyCall {
+            epoch: 0,
             commitment: B256::repeat_byte(9),
         }
         .abi_encode();

@@ -198,14 +198,7 @@ async fn eight_nodes_cold_start_to_healthy() {
 /// first convergence latched.
 async fn assert_converged_on_the_committed_csk(cluster: &Cluster) {
     let others = u32::try_from(cluster.nodes.len() - 1).unwrap();
-    let commitment = cluster
-        .stack
-        .chain
-        .operator_client()
-        .csk_commitment(cluster.stack.cluster)
-        .await
-        .unwrap()
-        .expect("committed");
+    let commitment = current_commitment(cluster).await;
     for node in &cluster.nodes {
         let mut client = node.client().await.unwrap();
         let csk = client
@@ -248,12 +241,33 @@ async fn assert_converged_on_the_committed_csk(cluster: &Cluster) {
     }
 }
 
-async fn wait_live_peers(node: &ClusterNode, what: &str, want: u32) {
+/// The current CSK epoch's commitment (it must be committed).
+pub async fn current_commitment(cluster: &Cluster) -> alloy::primitives::B256 {
+    let epoch = cluster
+        .stack
+        .chain
+        .operator_client()
+        .current_csk_epoch(cluster.stack.cluster)
+        .await
+        .unwrap();
+    assert!(
+        !epoch.commitment.is_zero(),
+        "epoch {} committed",
+        epoch.epoch
+    );
+    epoch.commitment
+}
+
+pub async fn wait_live_peers(node: &ClusterNode, what: &str, want: u32) {
     wait_for_status(node, what, |s| s.live_peers == want).await;
 }
 
 /// Polls the node's status (every 50 ms: phases can be short) until `done` holds.
-async fn wait_for_status(node: &ClusterNode, what: &str, done: impl Fn(&pb::MeshStatus) -> bool) {
+pub async fn wait_for_status(
+    node: &ClusterNode,
+    what: &str,
+    done: impl Fn(&pb::MeshStatus) -> bool,
+) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let current = node.status().await;
@@ -269,7 +283,7 @@ async fn wait_for_status(node: &ClusterNode, what: &str, done: impl Fn(&pb::Mesh
     }
 }
 
-async fn healthz_code(node: &ClusterNode) -> u16 {
+pub async fn healthz_code(node: &ClusterNode) -> u16 {
     node.healthz().await.unwrap_or(0)
 }
 
@@ -504,75 +518,9 @@ async fn the_originator_restarted_alone_re_derives_without_asking_anyone() {
     );
 }
 
-/// A revoked member is dropped from the others' attestmesh0 and cannot obtain the CSK: its
-/// request (signed with its real identity key) gets no key.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_revoked_member_cannot_obtain_the_csk() {
-    use alloy::sol_types::SolCall;
-    use attestmesh_agent::csk::{self, Candidate, Local};
-    use attestmesh_bindings::cluster::Cluster as ClusterContract;
-
-    let dir = tempfile::tempdir().unwrap();
-    let mut cluster = start(dir.path(), 2).await;
-    healthy(&mut cluster).await;
-    let me = cluster.nodes[1].get_self().await.unwrap();
-    let responder = cluster.nodes[0].get_self().await.unwrap();
-    let operator = cluster.stack.chain.operator_client();
-    operator
-        .send_transaction(
-            "Cluster.revokeMember",
-            cluster.stack.cluster,
-            ClusterContract::revokeMemberCall {
-                memberId: me.member_id,
-            }
-            .abi_encode()
-            .into(),
-        )
-        .await
-        .unwrap();
-    wait_live_peers(&cluster.nodes[0], "the revoked member dropped", 0).await;
-
-    let dstack = attestmesh_dstack::DstackClient::new(attestmesh_dstack::Endpoint::Unix(
-        cluster.stack.nodes[1].dstack_socket.clone(),
-    ));
-    let identity = attestmesh_agent::identity::Identity::derive(&dstack)
-        .await
-        .unwrap();
-    let local = Local {
-        chain_id: cluster.stack.config.chain.chain_id,
-        cluster: cluster.stack.cluster.into_array(),
-        member_id: me.member_id,
-        identity: identity.ed25519.clone(),
-        x25519: identity.x25519.clone(),
-    };
-    let candidate = Candidate {
-        member_id: responder.member_id,
-        address: format!("{}:{}", responder.mesh_ip, csk::CSK_PORT)
-            .parse()
-            .unwrap(),
-        ed25519: responder.ed25519_public_key.clone().try_into().unwrap(),
-    };
-    let commitment = operator
-        .csk_commitment(cluster.stack.cluster)
-        .await
-        .unwrap()
-        .unwrap();
-    let attempt = cluster.nodes[1]
-        .netns
-        .run(move || async move {
-            csk::pull_from(&local, &candidate, commitment)
-                .await
-                .map(|_| ())
-        })
-        .join()
-        .await
-        .unwrap();
-    assert!(attempt.is_err(), "a revoked member obtained the CSK");
-}
-
 /// Applies an nftables script inside the node's namespace (the namespace and its rules go away
 /// with the cluster).
-fn nft(node: &ClusterNode, script: &str) {
+pub fn nft(node: &ClusterNode, script: &str) {
     use std::io::Write;
     let mut nft = node.netns.exec("nft");
     nft.args(["-f", "-"]).stdin(Stdio::piped());
@@ -671,11 +619,7 @@ async fn kill_9_in_every_phase_then_restart_ends_healthy_with_one_member_per_nod
         .await
         .unwrap();
     assert_eq!(members.len(), 2, "one member per node: {members:?}");
-    let commitment = operator
-        .csk_commitment(cluster.stack.cluster)
-        .await
-        .unwrap()
-        .expect("committed");
+    let commitment = current_commitment(&cluster).await;
     for node in &cluster.nodes {
         let csk = node
             .client()

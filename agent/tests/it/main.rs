@@ -6,6 +6,7 @@
 
 mod agent;
 mod cluster;
+mod epochs;
 mod faults;
 mod harness;
 mod mesh;

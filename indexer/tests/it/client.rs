@@ -42,9 +42,9 @@ pub(crate) fn test_config() -> IndexerClientConfig {
 
 fn provenance(event: &IntakeEvent) -> Option<Provenance> {
     match event {
-        IntakeEvent::MembersChanged { provenance }
-        | IntakeEvent::CskCommitted { provenance, .. }
-        | IntakeEvent::Message { provenance, .. } => Some(*provenance),
+        IntakeEvent::ClusterChanged { provenance } | IntakeEvent::Message { provenance, .. } => {
+            Some(*provenance)
+        }
         IntakeEvent::Reorged { .. } => None,
     }
 }
@@ -253,7 +253,7 @@ async fn tampered_wrongly_signed_or_fabricated_pushes_are_rejected_and_nothing_i
     assert!(
         received
             .iter()
-            .all(|e| matches!(e, IntakeEvent::MembersChanged { .. }))
+            .all(|e| matches!(e, IntakeEvent::ClusterChanged { .. }))
     );
     assert_eq!(stats.rejected.get(), rejections);
     assert_eq!(stats.accepted.get(), 2);

@@ -282,6 +282,7 @@ impl World {
     /// The first registrant commits the CSK hash.
     pub async fn commit_csk(&self, cluster: Address, first: &Member) -> TransactionReceipt {
         let call = Cluster::commitClusterSharedKeyCall {
+            epoch: 0,
             commitment: keccak256(b"a cluster shared key"),
         }
         .abi_encode();

@@ -351,6 +351,7 @@ async fn app_messages_are_limited_per_member_counting_envelopes() {
     // policy, whatever its answer.
     let commit: Bytes = MemberAccount::executeCall {
         data: Cluster::commitClusterSharedKeyCall {
+            epoch: 0,
             commitment: B256::repeat_byte(0x55),
         }
         .abi_encode()
