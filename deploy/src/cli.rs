@@ -265,6 +265,28 @@ pub enum Command {
         #[arg(long = "member-id")]
         member_id: u64,
     },
+    /// Open a new CSK epoch without revoking anyone: the members rotate to a new key and keep
+    /// the old one for the grace period.
+    RotateCsk {
+        #[command(flatten)]
+        chain: ChainArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+    /// Set how long (seconds) the previous epoch's key stays available after a rotation, so
+    /// apps can re-encrypt (at most 30 days; applies to later rotations).
+    SetCskGrace {
+        #[command(flatten)]
+        chain: ChainArgs,
+        #[command(flatten)]
+        signer: SignerArgs,
+        #[command(flatten)]
+        cluster: ClusterArg,
+        #[arg(long = "seconds")]
+        seconds: u32,
+    },
     /// Register an indexer endpoint and its Ed25519 public key.
     RegisterIndexer {
         #[command(flatten)]
@@ -587,6 +609,23 @@ pub async fn execute(command: Command) -> Result<Output> {
         } => {
             let op = operator(&chain, Some(&signer)).await?;
             output(&operator::revoke(&op, cluster.cluster, member_id).await?)
+        }
+        Command::RotateCsk {
+            chain,
+            signer,
+            cluster,
+        } => {
+            let op = operator(&chain, Some(&signer)).await?;
+            output(&operator::rotate_csk(&op, cluster.cluster).await?)
+        }
+        Command::SetCskGrace {
+            chain,
+            signer,
+            cluster,
+            seconds,
+        } => {
+            let op = operator(&chain, Some(&signer)).await?;
+            output(&operator::set_csk_grace(&op, cluster.cluster, seconds).await?)
         }
         Command::RegisterIndexer {
             chain,

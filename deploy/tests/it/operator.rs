@@ -540,11 +540,21 @@ async fn operator_cli_drives_a_cluster_end_to_end() {
         .await
         .fails_with(&["there is no member 99"]);
 
+    // The revocation opened CSK epoch 1; the owner sets the grace period and rotates again.
+    assert_eq!(shown["csk"]["epoch"], 1, "{shown}");
+    assert_eq!(shown["csk"]["revoked_member"], b_id, "{shown}");
+    let grace = cli.run("set-csk-grace", &["--seconds", "600"]).await.json();
+    assert_eq!(grace["csk"]["grace_seconds"], 600, "{grace}");
+    cli.run("set-csk-grace", &["--seconds", "2592001"])
+        .await
+        .fails_with(&["longer than the contract's maximum of 30 days"]);
+    let rotated = cli.run("rotate-csk", &[]).await.json();
+    assert_eq!(rotated["csk"]["epoch"], 2, "{rotated}");
+    assert_eq!(rotated["csk"]["revoked_member"], 0, "{rotated}");
+
     let human = operator(&text_args(&cli)).await;
     assert!(
-        human.success
-            && human.stdout.contains("revoked")
-            && human.stdout.contains("CSK commitment"),
+        human.success && human.stdout.contains("revoked") && human.stdout.contains("CSK epoch 2"),
         "{}",
         human.stdout
     );
