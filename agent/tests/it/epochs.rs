@@ -353,22 +353,71 @@ async fn register_without_agent(cluster: &Cluster, i: usize) -> u64 {
     member.id
 }
 
-/// An operator rotation (no revocation) moves every node to epoch 1; then every node is
-/// killed at once and restarted: they recover epoch 1 on their own (its originator re-derives
-/// it first) and, inside the grace window, epoch 0's key too.
+/// Sends `signal` (STOP, CONT) to node `node`'s agent.
+fn signal(node: &ClusterNode, signal: &str) {
+    let pid = node.pid().expect("the agent runs");
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// An operator rotation (no revocation) while the new epoch's originator is frozen: the others
+/// stay healthy and in the mesh with epoch 0, saying in `waiting_for` and on `/metrics` that they
+/// are behind; thawed, it commits and everyone moves to epoch 1. Then every node is killed at
+/// once and restarted: they recover epoch 1 on their own (its originator re-derives it first)
+/// and, inside the grace window, epoch 0's key too.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_whole_cluster_restarted_in_epoch_1_recovers_on_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = start(dir.path(), 3).await;
     healthy(&mut cluster).await;
+    let mut ids = Vec::new();
+    for node in &cluster.nodes {
+        ids.push(node.get_self().await.unwrap().member_id);
+    }
+    let originator = ids.iter().position(|id| *id == 1).unwrap();
+    signal(&cluster.nodes[originator], "STOP");
     owner_call(
         &cluster,
         "Cluster.rotateClusterSharedKey",
         ClusterContract::rotateClusterSharedKeyCall {}.abi_encode(),
     )
     .await;
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        if i == originator {
+            continue;
+        }
+        wait_for_status(node, "behind, and saying so while healthy", |s| {
+            s.phase == "healthy"
+                && s.waiting_for
+                    == "CSK epoch 1: waiting for its originator (member 1) to commit it (holding epoch 0)"
+        })
+        .await;
+        assert_eq!(healthz_code(node).await, 200, "{} stays healthy", node.name);
+        assert_eq!(
+            node.metric("attestmesh_agent_csk_epoch").await.unwrap(),
+            Some(0.0)
+        );
+        assert_eq!(
+            node.metric("attestmesh_agent_csk_chain_epoch")
+                .await
+                .unwrap(),
+            Some(1.0)
+        );
+        assert_eq!(
+            key_of(node).await.unwrap().epoch,
+            0,
+            "the app keeps epoch 0 meanwhile"
+        );
+    }
+    signal(&cluster.nodes[originator], "CONT");
     for node in &cluster.nodes {
         wait_for_key(node, "holds epoch 1", |k| k.epoch == 1).await;
+    }
+    for node in &cluster.nodes {
+        wait_for_status(node, "no longer waiting", |s| s.waiting_for.is_empty()).await;
     }
     let chain = chain_epoch(&cluster).await;
     assert_eq!((chain.epoch, chain.revokedMember), (1, 0));
