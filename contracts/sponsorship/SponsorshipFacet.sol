@@ -155,6 +155,9 @@ contract SponsorshipFacet is ISponsorshipFacet {
     /// @notice The policy's words for the Member facet's commit rule (one rule, two readers).
     function _commitRule(bytes memory refusal) private pure returns (bool, string memory) {
         if (refusal.length == 0) return (true, "");
+        // casting to 'bytes4' is safe because it takes the selector, the first four bytes of
+        // a custom error's data (commitRefusal returns nothing shorter).
+        // forge-lint: disable-next-line(unsafe-typecast)
         bytes4 error = bytes4(refusal);
         if (error == IMemberFacet.NotCurrentCskEpoch.selector) {
             return (false, "CSK epoch is not the current one");

@@ -327,6 +327,7 @@ impl World {
             .event_signature(vec![
                 Cluster::MemberRegistered::SIGNATURE_HASH,
                 Cluster::MemberRevoked::SIGNATURE_HASH,
+                Cluster::CskEpochOpened::SIGNATURE_HASH,
                 Cluster::ClusterSharedKeyCommitted::SIGNATURE_HASH,
                 Cluster::MessageSent::SIGNATURE_HASH,
             ])
