@@ -8,17 +8,30 @@ FOUNDRY := node_modules/@foundry-rs
 FORGE := $(FOUNDRY)/forge-linux-amd64/bin/forge
 CARGO ?= cargo
 
-.PHONY: help demo bench deps system-deps build fmt lint bindings bindings-check devnet devnet-down test test-long test-contracts test-deploy test-rust snapshots clean
+.PHONY: help demo bench deps system-deps python-deps build fmt lint bindings bindings-check devnet devnet-down test test-long test-contracts test-deploy test-rust snapshots clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
-deps: node_modules/.installed system-deps ## Install the pinned offline toolchain (Foundry from npm, solc-js, Solidity libraries) and the system tools the tests use
+deps: node_modules/.installed system-deps python-deps ## Install the pinned offline toolchain (Foundry from npm, solc-js, Solidity libraries) and the system tools the tests use
 
 system-deps: ## ip (namespaces) and nft (fault injection) from Debian, when missing
 	@command -v ip >/dev/null && command -v nft >/dev/null || { \
 		echo "installing iproute2 and nftables (apt)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 nftables; }
+
+# A real Python gRPC client (grpcio, gRPC C-core) for agent/tests/it/grpcio.rs, in a venv the
+# test finds at target/pyenv (ATTESTMESH_TEST_PYTHON overrides it).
+PYENV := target/pyenv
+python-deps: $(PYENV)/.installed ## grpcio from PyPI into target/pyenv, for the test of a Python client on the agent socket
+
+$(PYENV)/.installed: agent/tests/grpcio-requirements.txt
+	@python3 -m venv --clear $(PYENV) 2>/dev/null || { \
+		echo "installing python3 and python3-venv (apt)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv && \
+		python3 -m venv --clear $(PYENV); }
+	$(PYENV)/bin/pip install --quiet --disable-pip-version-check -r agent/tests/grpcio-requirements.txt
+	@touch $@
 
 node_modules/.installed: package.json package-lock.json
 	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 20+ (apt-get install nodejs npm)"; exit 1; }

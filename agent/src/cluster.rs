@@ -96,6 +96,9 @@ struct View {
     self_id: Option<u64>,
     members: BTreeMap<u64, MemberInfo>,
     csk_epoch: Option<EpochInfo>,
+    /// Why the last read of the member set and the CSK epoch failed (no quorum, RPC down), while
+    /// it is being retried: the cached set may be stale, so no CSK is handed out meanwhile.
+    view_problem: Option<String>,
     /// The latest endpoint envelope each member sent us.
     endpoints: BTreeMap<u64, crate::envelope::EndpointEnvelope>,
 }
@@ -129,10 +132,10 @@ impl ClusterState {
 
     /// Replaces the member set with the chain's, emitting joins and revocations. A member that
     /// vanished (a reorg undid its registration) is removed and reported as revoked.
-    pub async fn apply_members(&self, members: &[Member]) {
+    pub async fn apply_members(&self, members: &[MemberInfo]) {
         let mut view = self.inner.write().await;
         let mut next = BTreeMap::new();
-        for member in members.iter().map(MemberInfo::from) {
+        for member in members.iter().cloned() {
             let previous = view.members.get(&member.id).map(|m| m.active);
             match (previous, member.active) {
                 (None, true) => self.emit(PeerEventKind::Joined, &member),
@@ -212,6 +215,16 @@ impl ClusterState {
 
     pub async fn set_csk_epoch(&self, epoch: EpochInfo) {
         self.inner.write().await.csk_epoch = Some(epoch);
+    }
+
+    /// Records whether the last read of the chain state succeeded (None) or why it failed.
+    pub async fn set_view_problem(&self, problem: Option<String>) {
+        self.inner.write().await.view_problem = problem;
+    }
+
+    /// Why the cached chain state may be stale, while a refresh is being retried.
+    pub async fn view_problem(&self) -> Option<String> {
+        self.inner.read().await.view_problem.clone()
     }
 
     /// The chain's current CSK epoch, once read.

@@ -20,9 +20,20 @@ pub struct AgentArgs {
     /// dstack guest-agent socket (default: $DSTACK_SIMULATOR_ENDPOINT, then the standard paths).
     #[arg(long = "dstack.socket", env = "ATTESTMESH_DSTACK_SOCKET")]
     pub dstack_socket: Option<PathBuf>,
-    /// Chain JSON-RPC URL (Base, or the devnet's anvil).
-    #[arg(long = "chain.rpc-url", env = "ATTESTMESH_CHAIN_RPC_URL")]
-    pub chain_rpc_url: Option<Url>,
+    /// Chain JSON-RPC URLs (Base, or the devnet's anvil), comma-separated: independent
+    /// providers, of which `--chain.quorum` must agree on membership, envelopes and the CSK
+    /// commitment. Write the hosts literally (the compose hash attests them) and put only
+    /// credentials in secrets: `{env:NAME}` is replaced by the environment variable NAME, and is
+    /// allowed in the path, query or user info, never in the host.
+    #[arg(
+        long = "chain.rpc-url",
+        env = "ATTESTMESH_CHAIN_RPC_URL",
+        value_delimiter = ','
+    )]
+    pub chain_rpc_url: Vec<String>,
+    /// How many of the chain RPC endpoints must agree (default: a majority of them).
+    #[arg(long = "chain.quorum", env = "ATTESTMESH_CHAIN_QUORUM")]
+    pub chain_quorum: Option<usize>,
     /// Expected chain id (8453 on Base); the agent refuses an RPC that serves another chain.
     #[arg(long = "chain.id", env = "ATTESTMESH_CHAIN_ID")]
     pub chain_id: Option<u64>,
@@ -44,7 +55,10 @@ pub struct AgentArgs {
         env = "ATTESTMESH_GAS_MANAGER_POLICY_ID"
     )]
     pub policy_id: Option<String>,
-    /// Health and metrics listener (`/healthz`, `/status`, `/metrics`).
+    /// Health and metrics listener (`/healthz`, `/status`, `/metrics`; default
+    /// 0.0.0.0:9090). Public: operators watch it through the dstack gateway, and
+    /// it shows no credential. Never served to the mesh: connections from or to a mesh address
+    /// are closed unanswered, whatever the address here.
     #[arg(long = "health.listen", env = "ATTESTMESH_HEALTH_LISTEN")]
     pub health_listen: Option<SocketAddr>,
     /// The app's gRPC unix socket.
@@ -106,8 +120,10 @@ pub struct AgentArgs {
 pub struct FileConfig {
     #[serde(rename = "dstack.socket")]
     pub dstack_socket: Option<PathBuf>,
-    #[serde(rename = "chain.rpc-url")]
-    pub chain_rpc_url: Option<Url>,
+    #[serde(rename = "chain.rpc-url", default)]
+    pub chain_rpc_url: Vec<String>,
+    #[serde(rename = "chain.quorum")]
+    pub chain_quorum: Option<usize>,
     #[serde(rename = "chain.id")]
     pub chain_id: Option<u64>,
     pub cluster: Option<Address>,
@@ -158,11 +174,15 @@ pub enum LogFormat {
     Json,
 }
 
-/// The resolved configuration.
-#[derive(Debug, Clone)]
+/// The resolved configuration. Its `Debug` shows the service URLs by scheme, host and port only
+/// (their paths and queries carry API keys).
+#[derive(Clone)]
 pub struct AgentConfig {
     pub dstack_socket: Option<PathBuf>,
-    pub chain_rpc_url: Url,
+    /// The chain RPC endpoints, secrets substituted (never log these: use their hosts).
+    pub chain_rpc_urls: Vec<Url>,
+    /// How many of them must agree.
+    pub chain_quorum: usize,
     pub chain_id: Option<u64>,
     pub cluster: Option<Address>,
     pub entry_point: Address,
@@ -182,6 +202,34 @@ pub struct AgentConfig {
     /// The PEM of [`AgentArgs::indexer_ca_file`], read at start (an unreadable file is a
     /// configuration error, not a silently disabled indexer).
     pub indexer_ca_pem: Option<String>,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use attestmesh_chain::redact::url as shown;
+        f.debug_struct("AgentConfig")
+            .field("dstack_socket", &self.dstack_socket)
+            .field(
+                "chain_rpc_urls",
+                &self.chain_rpc_urls.iter().map(shown).collect::<Vec<_>>(),
+            )
+            .field("chain_quorum", &self.chain_quorum)
+            .field("chain_id", &self.chain_id)
+            .field("cluster", &self.cluster)
+            .field("entry_point", &self.entry_point)
+            .field("bundler_url", &shown(&self.bundler_url))
+            .field("gas_manager_url", &shown(&self.gas_manager_url))
+            .field("policy_id", &self.policy_id)
+            .field("health_listen", &self.health_listen)
+            .field("api_socket", &self.api_socket)
+            .field("poll_interval", &self.poll_interval)
+            .field("poll_confirmations", &self.poll_confirmations)
+            .field("poll_max_range", &self.poll_max_range)
+            .field("log_format", &self.log_format)
+            .field("mesh", &self.mesh)
+            .field("indexer_connect", &self.indexer_connect)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Mesh settings (resolved to addresses at start).
@@ -212,7 +260,80 @@ pub enum ConfigError {
     Invalid { name: &'static str, message: String },
 }
 
+/// A chain RPC URL from its template: `{env:NAME}` is replaced by `secret(NAME)`. The host must
+/// be written literally: it is what the compose hash attests, and a secret must not be able to
+/// point the node at another provider. Errors name the placeholder, never a secret's value.
+pub fn rpc_url_from_template(
+    template: &str,
+    secret: impl Fn(&str) -> Option<String>,
+) -> Result<Url, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        name: "--chain.rpc-url",
+        message,
+    };
+    let mut out = String::new();
+    let mut rest = template.trim();
+    let mut placeholders = Vec::new();
+    while let Some(start) = rest.find("{env:") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 5..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| invalid("an `{env:` placeholder is not closed with `}`".to_string()))?;
+        let name = &after[..end];
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(invalid(format!(
+                "`{{env:{name}}}` does not name an environment variable"
+            )));
+        }
+        let value = secret(name).ok_or_else(|| {
+            invalid(format!(
+                "`{{env:{name}}}` is used but the environment variable {name} is not set \
+                 (set it as a dstack encrypted environment variable)"
+            ))
+        })?;
+        placeholders.push(name.to_string());
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    // The host as written, with placeholders still in: it must not contain one.
+    let literal = Url::parse(&template.replace("{env:", "envplaceholder").replace('}', ""))
+        .map_err(|e| invalid(format!("a chain RPC URL is not a URL ({e})")))?;
+    if literal
+        .host_str()
+        .is_some_and(|host| host.contains("envplaceholder"))
+    {
+        return Err(invalid(
+            "a chain RPC URL's host comes from a secret: write hosts literally (the compose hash \
+             attests them) and keep only credentials in `{env:NAME}` placeholders"
+                .to_string(),
+        ));
+    }
+    let url = Url::parse(&out).map_err(|_| {
+        invalid(format!(
+            "a chain RPC URL is not a URL once {} substituted",
+            if placeholders.is_empty() {
+                "nothing was".to_string()
+            } else {
+                placeholders.join(", ")
+            }
+        ))
+    })?;
+    if url.host_str() != literal.host_str() {
+        return Err(invalid(
+            "a secret changed a chain RPC URL's host: keep only credentials in placeholders".into(),
+        ));
+    }
+    Ok(url)
+}
+
 pub const DEFAULT_API_SOCKET: &str = "/var/run/attestmesh/agent.sock";
+/// Every interface of the node's network namespace: the dstack gateway reaches the container
+/// through its bridge address, which the compose cannot know, and the container's healthcheck
+/// through `localhost`. attestmesh0 is excluded at accept time, not by the bind (see
+/// `api::serve_health`): a mesh peer could otherwise aim at the other addresses through the
+/// tunnel.
 pub const DEFAULT_HEALTH_LISTEN: &str = "0.0.0.0:9090";
 
 impl AgentArgs {
@@ -304,15 +425,38 @@ impl AgentArgs {
             }
             None => None,
         };
+        let templates = if self.chain_rpc_url.is_empty() {
+            file.chain_rpc_url
+        } else {
+            self.chain_rpc_url
+        };
+        if templates.is_empty() {
+            return Err(ConfigError::Missing("chain.rpc-url"));
+        }
+        let chain_rpc_urls = templates
+            .iter()
+            .map(|t| rpc_url_from_template(t, |name| std::env::var(name).ok()))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(AgentConfig {
             mesh,
             indexer_connect: self.indexer_connect.or(file.indexer_connect),
             indexer_ca_pem,
             dstack_socket: self.dstack_socket.or(file.dstack_socket),
-            chain_rpc_url: self
-                .chain_rpc_url
-                .or(file.chain_rpc_url)
-                .ok_or(ConfigError::Missing("chain.rpc-url"))?,
+            chain_quorum: match self.chain_quorum.or(file.chain_quorum) {
+                Some(k) if k == 0 || k > chain_rpc_urls.len() => {
+                    return Err(ConfigError::Invalid {
+                        name: "--chain.quorum",
+                        message: format!(
+                            "{k} of {} chain RPC endpoint(s) is impossible: it must be 1..={}",
+                            chain_rpc_urls.len(),
+                            chain_rpc_urls.len()
+                        ),
+                    });
+                }
+                Some(k) => k,
+                None => chain_rpc_urls.len() / 2 + 1,
+            },
+            chain_rpc_urls,
             chain_id: self.chain_id.or(file.chain_id),
             cluster: self.cluster.or(file.cluster),
             entry_point: self
@@ -358,7 +502,7 @@ mod tests {
 
     fn base() -> AgentArgs {
         AgentArgs {
-            chain_rpc_url: Some("http://127.0.0.1:8545".parse().unwrap()),
+            chain_rpc_url: vec!["http://127.0.0.1:8545".into()],
             bundler_url: Some("http://127.0.0.1:4337".parse().unwrap()),
             gas_manager_url: Some("http://127.0.0.1:4338".parse().unwrap()),
             policy_id: Some("policy".into()),
@@ -393,6 +537,70 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(err.to_string().contains("--gateway.connect"), "{err}");
+    }
+
+    /// Hosts stay literal (attested by the compose hash); secrets fill only credentials, and an
+    /// error names the placeholder, never the secret.
+    #[test]
+    fn rpc_url_templates_keep_hosts_literal_and_never_show_secrets() {
+        let secret = |name: &str| (name == "ALCHEMY_KEY").then(|| "s3cr3t-key".to_string());
+        let url = rpc_url_from_template(
+            "https://base-mainnet.g.alchemy.com/v2/{env:ALCHEMY_KEY}",
+            secret,
+        )
+        .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://base-mainnet.g.alchemy.com/v2/s3cr3t-key"
+        );
+        for (template, words) in [
+            (
+                "https://{env:ALCHEMY_KEY}.example/",
+                "host comes from a secret",
+            ),
+            ("https://rpc.example/{env:MISSING}", "MISSING is not set"),
+            ("https://rpc.example/{env:ALCHEMY_KEY", "not closed"),
+            ("https://rpc.example/{env:a-b}", "does not name"),
+        ] {
+            let err = rpc_url_from_template(template, secret)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(words), "{template}: {err}");
+            assert!(!err.contains("s3cr3t"), "{err}");
+        }
+        // A secret that smuggles in another host.
+        let sneaky = |_: &str| Some("@evil.example/".to_string());
+        let err = rpc_url_from_template("https://user{env:X}rpc.example/", sneaky)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("host"), "{err}");
+    }
+
+    #[test]
+    fn the_resolved_configuration_never_shows_a_key_in_debug_output() {
+        let mut args = base();
+        args.chain_rpc_url = vec!["https://rpc.example/v2/KEY-IN-PATH?token=KEY-IN-QUERY".into()];
+        args.bundler_url = Some("https://bundler.example/rpc/KEY-B".parse().unwrap());
+        let shown = format!("{:?}", args.resolve().unwrap());
+        assert!(!shown.contains("KEY"), "{shown}");
+        assert!(
+            shown.contains("rpc.example") && shown.contains("bundler.example"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn the_quorum_defaults_to_a_majority_and_must_be_possible() {
+        let mut args = base();
+        args.chain_rpc_url = vec![
+            "http://a.example".into(),
+            "http://b.example".into(),
+            "http://c.example".into(),
+        ];
+        assert_eq!(args.clone().resolve().unwrap().chain_quorum, 2);
+        args.chain_quorum = Some(4);
+        let err = args.resolve().unwrap_err().to_string();
+        assert!(err.contains("--chain.quorum"), "{err}");
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! * Custody: memory only, zeroized on drop, never logged.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,7 @@ use tracing::{debug, info, warn};
 use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
 
+use crate::log_limit::LogLimiter;
 use crate::messages::{self, Context, Kind};
 
 pub const CSK_PURPOSE: &str = "attestmesh-csk";
@@ -43,9 +44,6 @@ pub const CSK_PORT: u16 = 51822;
 const MAX_FRAME: usize = 8 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_SKEW_MS: u64 = 60_000;
-/// How long the same refusal (same source, same reason) stays out of the log after it was
-/// logged: a flood is logged once per window, and counted in full on `/metrics`.
-const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(60);
 
 /// The GetKey path of an epoch's key (only the epoch's originator derives it).
 pub fn epoch_key_path(epoch: u64) -> String {
@@ -303,6 +301,8 @@ pub enum Refusal {
     NotHeld(u64),
     #[error("sealing the reply failed: {0}")]
     Seal(String),
+    #[error("this node's view of the members is not settled ({0}); it hands out no key meanwhile")]
+    ViewUnsettled(String),
 }
 
 impl Refusal {
@@ -320,6 +320,7 @@ impl Refusal {
             Refusal::ClosedEpoch { .. } | Refusal::GraceEnded { .. } => "closed_epoch",
             Refusal::NotHeld(_) => "not_held",
             Refusal::Seal(_) => "seal",
+            Refusal::ViewUnsettled(_) => "view_unsettled",
         }
     }
 }
@@ -359,6 +360,8 @@ pub trait Authority: Send + Sync + 'static {
     fn is_live(&self, member_id: u64) -> impl Future<Output = bool> + Send;
     /// The chain's current CSK epoch, as this node last read it.
     fn chain_epoch(&self) -> impl Future<Output = Option<u64>> + Send;
+    /// Why this node's member set may be stale or unagreed (then no key is handed out).
+    fn view_problem(&self) -> impl Future<Output = Option<String>> + Send;
     /// Counts a refusal (the node puts it on `/metrics`).
     fn refused(&self, _reason: &'static str) {}
 }
@@ -419,8 +422,8 @@ async fn read_frame(stream: &mut TcpStream) -> Result<Vec<u8>, CskError> {
 struct ResponderMemory {
     /// Nonce → the unix ms after which its request would be stale anyway.
     nonces: HashMap<[u8; 32], u64>,
-    /// (source, reason) → when it was last logged and how many were kept out of the log since.
-    logged: HashMap<(IpAddr, &'static str), (Instant, u64)>,
+    /// Refusals logged lately (a flood is logged once a minute per source and reason).
+    logged: LogLimiter,
 }
 
 /// At most this many nonces are remembered; a flood beyond it is refused as a replay until
@@ -436,28 +439,6 @@ impl ResponderMemory {
         }
         self.nonces.insert(nonce, now_ms + 2 * MAX_SKEW_MS);
         true
-    }
-
-    /// Whether this refusal should be logged now; if so, how many like it were kept out of the
-    /// log since it was last logged.
-    fn should_log(&mut self, source: IpAddr, reason: &'static str, now: Instant) -> Option<u64> {
-        self.logged
-            .retain(|_, (at, _)| now.duration_since(*at) < 2 * REFUSAL_LOG_WINDOW);
-        match self.logged.get_mut(&(source, reason)) {
-            Some((at, suppressed)) if now.duration_since(*at) < REFUSAL_LOG_WINDOW => {
-                *suppressed += 1;
-                None
-            }
-            Some((at, suppressed)) => {
-                let kept_out = std::mem::take(suppressed);
-                *at = now;
-                Some(kept_out)
-            }
-            None => {
-                self.logged.insert((source, reason), (now, 0));
-                Some(0)
-            }
-        }
     }
 }
 
@@ -496,11 +477,11 @@ pub async fn serve<A: Authority>(
                 }
                 Ok(Err(Answer::Refused(refusal))) => {
                     authority.refused(refusal.label());
-                    let logged =
-                        memory
-                            .lock()
-                            .await
-                            .should_log(peer.ip(), refusal.label(), Instant::now());
+                    let logged = memory.lock().await.logged.should_log(
+                        peer.ip(),
+                        refusal.label(),
+                        Instant::now(),
+                    );
                     if let Some(suppressed) = logged {
                         warn!(target: "attestmesh::csk", %peer, reason = %refusal, suppressed, "CSK request refused (the same refusal from this source is logged at most once a minute; every one is counted on /metrics)");
                     }
@@ -552,6 +533,9 @@ async fn decide<A: Authority>(
     let request: Request =
         ciborium::from_reader(bytes).map_err(|e| Refusal::Malformed(e.to_string()))?;
     let requester = request.requester;
+    if let Some(problem) = authority.view_problem().await {
+        return Err(Refusal::ViewUnsettled(problem));
+    }
     let (ed25519, x25519) = match authority.standing(requester).await {
         Standing::Active { ed25519, x25519 } => (ed25519, x25519),
         Standing::Revoked => return Err(Refusal::Revoked(requester)),
@@ -671,13 +655,18 @@ pub async fn pull_from(
         recipient_id: local.member_id,
         envelope_id: nonce,
     };
-    let (kind, payload) = messages::open(&local.x25519, &candidate.ed25519, &context, body)
-        .map_err(CskError::Seal)?;
-    let key: [u8; 32] = payload
-        .as_slice()
-        .try_into()
-        .map_err(|_| CskError::Malformed(format!("a CSK of {} bytes", payload.len())))?;
-    let key = Zeroizing::new(key);
+    // The decrypted payload is the key: it stays in buffers zeroized on drop.
+    let (kind, payload) =
+        messages::open_zeroizing(&local.x25519, &candidate.ed25519, &context, body)
+            .map_err(CskError::Seal)?;
+    if payload.len() != 32 {
+        return Err(CskError::Malformed(format!(
+            "a CSK of {} bytes",
+            payload.len()
+        )));
+    }
+    let mut key = Zeroizing::new([0u8; 32]);
+    key.copy_from_slice(&payload);
     if kind != Kind::ClusterSharedKey || keccak256(key.as_ref()) != commitment {
         return Err(CskError::CommitmentMismatch(epoch));
     }
@@ -723,6 +712,7 @@ mod tests {
         members: BTreeMap<u64, Standing>,
         live: Vec<u64>,
         chain_epoch: u64,
+        view_problem: Option<String>,
     }
 
     impl Authority for TestAuthority {
@@ -739,6 +729,10 @@ mod tests {
 
         async fn chain_epoch(&self) -> Option<u64> {
             Some(self.chain_epoch)
+        }
+
+        async fn view_problem(&self) -> Option<String> {
+            self.view_problem.clone()
         }
     }
 
@@ -798,6 +792,7 @@ mod tests {
                 vec![]
             },
             chain_epoch: 0,
+            view_problem: None,
         }
     }
 
@@ -845,6 +840,7 @@ mod tests {
                 members: BTreeMap::new(),
                 live: vec![3],
                 chain_epoch: 0,
+                view_problem: None,
             },
         )
         .await;
@@ -887,6 +883,26 @@ mod tests {
         assert!(refused_with(
             pull_from(&impostor, &checked, 0, commitment).await,
             "signature"
+        ));
+    }
+
+    /// A node whose member set could not be read from a quorum hands out nothing, even to a
+    /// requester that looks active in its (possibly stale or forged) cache.
+    #[tokio::test]
+    async fn no_key_is_handed_out_while_the_member_view_is_unsettled() {
+        let requester = local(3);
+        let candidate = responder(
+            &local(1),
+            holding(0, [42; 32]).await,
+            TestAuthority {
+                view_problem: Some("the chain RPC endpoints disagree".into()),
+                ..authority_for(&requester, active(&requester), true)
+            },
+        )
+        .await;
+        assert!(refused_with(
+            pull_from(&requester, &candidate, 0, B256::ZERO).await,
+            "endpoints disagree"
         ));
     }
 
@@ -987,27 +1003,6 @@ mod tests {
             "epoch 1 is not the previous of 3"
         );
         assert!(keys.snapshot(0).await.previous.is_none());
-    }
-
-    #[test]
-    fn a_flood_of_one_refusal_is_logged_once_per_window() {
-        let mut memory = ResponderMemory::default();
-        let source: IpAddr = "10.88.0.3".parse().unwrap();
-        let start = Instant::now();
-        assert_eq!(memory.should_log(source, "revoked", start), Some(0));
-        for _ in 0..1000 {
-            assert_eq!(memory.should_log(source, "revoked", start), None);
-        }
-        assert_eq!(
-            memory.should_log(source, "stale", start),
-            Some(0),
-            "another reason is logged"
-        );
-        assert_eq!(
-            memory.should_log(source, "revoked", start + REFUSAL_LOG_WINDOW),
-            Some(1000),
-            "logged again after the window, with how many were kept out"
-        );
     }
 
     #[test]

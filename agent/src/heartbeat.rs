@@ -6,8 +6,13 @@
 //! against that key keep arriving from its mesh IP; `seq` is the sender's clock in
 //! milliseconds and must grow, so a replayed heartbeat is refused. `connected` is the set of
 //! members the sender hears, **self included** (field note 6: a set without self can never
-//! equal the receiver's, and a two-node mesh never converged). A node is converged when every
-//! live peer reports exactly its own set.
+//! equal the receiver's, and a two-node mesh never converged).
+//!
+//! A node is **converged** when a strict majority of its live peers report exactly its own set
+//! (see [`Convergence::converged`] for the rule and why); the live peers that report another
+//! set are the dissenting ones, reported rather than obeyed once they are a minority (issue
+//! 16.6: one member that lies, or is only partly connected, kept every restarting node out of
+//! `healthy`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -76,6 +81,22 @@ pub enum HeartbeatError {
     Skewed { seq: u64, now: u64 },
     #[error("does not list its sender among the connected members")]
     SelfMissing,
+}
+
+impl HeartbeatError {
+    /// The `reason` label of a refused heartbeat on `/metrics`, and its log-limiting key.
+    pub fn label(&self) -> &'static str {
+        match self {
+            HeartbeatError::Malformed(_) => "malformed",
+            HeartbeatError::UnknownSource(_) => "unknown_source",
+            HeartbeatError::WrongMember { .. } => "wrong_member",
+            HeartbeatError::NoKey(_) => "no_key",
+            HeartbeatError::BadSignature(_) => "bad_signature",
+            HeartbeatError::Replayed { .. } => "replayed",
+            HeartbeatError::Skewed { .. } => "skewed",
+            HeartbeatError::SelfMissing => "self_missing",
+        }
+    }
 }
 
 /// Encodes and signs a heartbeat.
@@ -239,14 +260,97 @@ impl Tracker {
         set
     }
 
-    /// Converged: at least one live peer, and every live peer reports exactly our set.
-    pub fn converged(&self, now: Instant) -> bool {
+    /// How the live peers' reported sets compare with ours.
+    pub fn convergence(&self, now: Instant) -> Convergence {
         let mine = self.connected_set(now);
-        let live = self.live_peers(now);
-        !live.is_empty()
-            && live
-                .iter()
-                .all(|id| self.peers.get(id).is_some_and(|v| v.connected == mine))
+        let mut agreeing = BTreeSet::new();
+        let mut dissenting = BTreeMap::new();
+        for id in self.live_peers(now) {
+            let Some(view) = self.peers.get(&id) else {
+                continue;
+            };
+            if view.connected == mine {
+                agreeing.insert(id);
+            } else {
+                dissenting.insert(id, view.connected.clone());
+            }
+        }
+        Convergence {
+            mine,
+            agreeing,
+            dissenting,
+        }
+    }
+
+    /// [`Convergence::converged`] now.
+    pub fn converged(&self, now: Instant) -> bool {
+        self.convergence(now).converged()
+    }
+}
+
+/// This node's set against what its live peers report ([`Tracker::convergence`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Convergence {
+    /// This node's set: itself and every live peer.
+    pub mine: BTreeSet<u64>,
+    /// Live peers that report exactly `mine`.
+    pub agreeing: BTreeSet<u64>,
+    /// Live peers that report another set, with the set each reports.
+    pub dissenting: BTreeMap<u64, BTreeSet<u64>>,
+}
+
+impl Convergence {
+    /// Live peers (self excluded).
+    pub fn live(&self) -> usize {
+        self.agreeing.len() + self.dissenting.len()
+    }
+
+    /// Agreeing live peers needed: a strict majority of the live peers, this node not counted.
+    pub fn quorum(&self) -> usize {
+        self.live() / 2 + 1
+    }
+
+    /// Converged: at least one live peer, and a strict majority of the live peers (more than
+    /// half; this node not counted) report exactly this node's set.
+    ///
+    /// * One or two live peers (a two- or three-node cluster): the majority is **all** of them.
+    ///   There is no minority to outvote: nothing tells a peer that lies from an honest one
+    ///   that is only partly connected, and one peer's word against another's is no majority.
+    /// * Three or more live peers (a cluster of four or more): up to ⌊(live − 1) / 2⌋ peers
+    ///   may dissent (one of 3 or 4, two of 5 or 6, …) and the node still converges; the
+    ///   dissenting peers are reported ([`Convergence::dissenting`]) instead of blocking it.
+    ///   Half or more dissenting is not a minority, and blocks, as a real partition should.
+    ///
+    /// This node does not vote: it always agrees with itself, and counting it would let one
+    /// corroborating peer outvote one dissenter in a three-node cluster. A minority cannot
+    /// make a node converge either: peers that falsely claim our set could always do so, and
+    /// with fewer than half of the live peers lying, at least one honest peer corroborates.
+    pub fn converged(&self) -> bool {
+        self.live() > 0 && self.agreeing.len() >= self.quorum()
+    }
+
+    /// What a node that has not converged waits for, with the peers that report otherwise.
+    pub fn waiting_for(&self) -> String {
+        let mut text = format!(
+            "waiting for a majority of the live peers ({} of {}) to report this node's member set {:?}",
+            self.quorum(),
+            self.live(),
+            self.mine
+        );
+        if !self.dissenting.is_empty() {
+            text.push_str(&format!("; {}", self.describe_dissent()));
+        }
+        text
+    }
+
+    /// The dissenting peers and what each reports, for logs.
+    pub fn describe_dissent(&self) -> String {
+        let each: Vec<String> = self
+            .dissenting
+            .iter()
+            .map(|(id, set)| format!("member {id} reports {set:?}"))
+            .collect();
+        each.join(", ")
     }
 }
 
@@ -318,6 +422,115 @@ mod tests {
             .accept(&beat(2, 3_000, &[1, 2, 3]), now, 3_000)
             .unwrap();
         assert!(node1.converged(now));
+    }
+
+    /// A tracker for node 1 whose live peers report the given sets.
+    fn reports(now: Instant, sets: &[(u64, &[u64])]) -> Tracker {
+        let mut tracker = Tracker::new(1, BEAT * 3);
+        for (id, set) in sets {
+            tracker.accept(&beat(*id, 1_000, set), now, 1_000).unwrap();
+        }
+        tracker
+    }
+
+    /// Issue 16.6 regression: one member reporting a false set no longer keeps a node of a
+    /// four-node cluster from converging; it is reported as dissenting instead.
+    #[test]
+    fn a_lying_minority_is_outvoted_and_reported() {
+        let now = Instant::now();
+        let all: &[u64] = &[1, 2, 3, 4];
+        let tracker = reports(now, &[(2, all), (3, all), (4, &[4])]);
+        let convergence = tracker.convergence(now);
+        assert_eq!(convergence.mine, BTreeSet::from([1, 2, 3, 4]));
+        assert_eq!(convergence.agreeing, BTreeSet::from([2, 3]));
+        assert_eq!(
+            convergence.dissenting,
+            BTreeMap::from([(4, BTreeSet::from([4]))])
+        );
+        assert_eq!(convergence.quorum(), 2);
+        assert!(convergence.converged());
+        assert!(tracker.converged(now));
+        assert_eq!(convergence.describe_dissent(), "member 4 reports {4}");
+        // A partly connected member (it does not hear node 3) is a minority the same way.
+        let partial = reports(now, &[(2, all), (3, all), (4, &[1, 2, 4])]);
+        assert!(partial.converged(now));
+    }
+
+    #[test]
+    fn half_or_more_dissenting_blocks() {
+        let now = Instant::now();
+        let all: &[u64] = &[1, 2, 3, 4];
+        // Four nodes, two peers of three dissent: no majority.
+        let tracker = reports(now, &[(2, all), (3, &[1, 3, 4]), (4, &[4])]);
+        let convergence = tracker.convergence(now);
+        assert!(!convergence.converged());
+        assert_eq!(convergence.agreeing, BTreeSet::from([2]));
+        let waiting = convergence.waiting_for();
+        assert!(
+            waiting.contains("2 of 3")
+                && waiting.contains("member 3 reports {1, 3, 4}")
+                && waiting.contains("member 4 reports {4}"),
+            "{waiting}"
+        );
+        // Five nodes: one dissenter of four is outvoted, two of four (a tie) are not.
+        let five: &[u64] = &[1, 2, 3, 4, 5];
+        assert!(reports(now, &[(2, five), (3, five), (4, five), (5, &[5])]).converged(now));
+        assert!(!reports(now, &[(2, five), (3, five), (4, &[4]), (5, &[5])]).converged(now));
+        // Six nodes: two dissenters of five are a minority.
+        let six: &[u64] = &[1, 2, 3, 4, 5, 6];
+        assert!(
+            reports(
+                now,
+                &[(2, six), (3, six), (4, six), (5, &[5]), (6, &[1, 6])]
+            )
+            .converged(now)
+        );
+    }
+
+    /// Two and three nodes have no minority to outvote: every live peer must agree, as before.
+    #[test]
+    fn two_and_three_node_clusters_still_need_every_peer() {
+        let now = Instant::now();
+        assert!(reports(now, &[(2, &[1, 2])]).converged(now));
+        assert!(!reports(now, &[(2, &[2])]).converged(now));
+        let three: &[u64] = &[1, 2, 3];
+        assert!(reports(now, &[(2, three), (3, three)]).converged(now));
+        let one_lies = reports(now, &[(2, three), (3, &[3])]);
+        let convergence = one_lies.convergence(now);
+        assert_eq!(convergence.quorum(), 2);
+        assert!(!convergence.converged());
+        assert_eq!(
+            convergence.dissenting.keys().copied().collect::<Vec<_>>(),
+            [3]
+        );
+        // No live peer: never converged.
+        let alone = Tracker::new(1, BEAT * 3);
+        assert!(!alone.converged(now));
+        assert_eq!(alone.convergence(now).live(), 0);
+    }
+
+    /// Only live peers vote: a dissenter that went silent no longer counts, in either column.
+    #[test]
+    fn only_live_peers_vote() {
+        let start = Instant::now();
+        let mut tracker = Tracker::new(1, BEAT * 3);
+        tracker.accept(&beat(4, 1_000, &[4]), start, 1_000).unwrap();
+        let later = start + BEAT * 2;
+        tracker
+            .accept(&beat(2, 3_000, &[1, 2, 3]), later, 3_000)
+            .unwrap();
+        tracker
+            .accept(&beat(3, 3_000, &[1, 2, 3]), later, 3_000)
+            .unwrap();
+        assert!(
+            !tracker.converged(later),
+            "node 4 is live and not in their sets"
+        );
+        let after = start + BEAT * 3;
+        let convergence = tracker.convergence(after);
+        assert_eq!(convergence.mine, BTreeSet::from([1, 2, 3]));
+        assert!(convergence.dissenting.is_empty());
+        assert!(convergence.converged());
     }
 
     #[test]

@@ -33,7 +33,7 @@ use alloy::primitives::{Address, B256, Bytes};
 use alloy::providers::Provider;
 use attestmesh_bindings::factory::ClusterFactory;
 use attestmesh_bindings::indexer_registry::IndexerRegistry;
-use attestmesh_chain::{ChainClient, ChainError};
+use attestmesh_chain::{ChainClient, ChainError, ChainView};
 use attestmesh_proto::indexer::v1::indexer_client::IndexerClient as GrpcClient;
 use attestmesh_proto::indexer::v1::{self as pb, signed_event::Body, signing_payload};
 use ed25519_dalek::{Signature, VerifyingKey};
@@ -262,7 +262,7 @@ pub struct RegisteredIndexer {
 pub async fn run(
     config: IndexerClientConfig,
     stats: Arc<IndexerClientStats>,
-    chain: ChainClient,
+    view: ChainView,
     cluster: Address,
     events: mpsc::Sender<IntakeEvent>,
     shutdown: Shutdown,
@@ -271,7 +271,8 @@ pub async fn run(
     let mut client = Client {
         config,
         stats,
-        chain,
+        chain: view.primary().clone(),
+        view,
         cluster,
         events,
         shutdown,
@@ -349,7 +350,10 @@ enum SessionEnd {
 struct Client {
     config: IndexerClientConfig,
     stats: Arc<IndexerClientStats>,
+    /// The primary endpoint: indexer discovery and the chain id.
     chain: ChainClient,
+    /// Every endpoint: a push is applied only when a quorum of them holds it.
+    view: ChainView,
     cluster: Address,
     events: mpsc::Sender<IntakeEvent>,
     shutdown: Shutdown,
@@ -664,9 +668,50 @@ impl Client {
         }
     }
 
-    /// The chain must hold the pushed log: the transaction's receipt in the pushed block, and
-    /// the same address, topics and data at the pushed log index.
+    /// A quorum of the chain RPC endpoints must hold the pushed log (one lying endpoint cannot
+    /// confirm a fabricated push). Stops as soon as `k` confirmed.
     async fn cross_check(&self, log: &alloy::rpc::types::Log) -> Result<(), Checked> {
+        let (k, n) = self.view.quorum();
+        let mut confirmed = 0;
+        let mut refusals = Vec::new();
+        let mut failures = Vec::new();
+        for endpoint in self.view.endpoints() {
+            match self.cross_check_on(endpoint, log).await {
+                Ok(()) => confirmed += 1,
+                Err(Checked::Rejected(rejection)) => {
+                    refusals.push(format!("{}: {rejection}", endpoint.endpoint()))
+                }
+                Err(Checked::Chain(error)) => failures.push(error),
+            }
+            if confirmed >= k {
+                if !refusals.is_empty() {
+                    warn!(target: LOG_TARGET, ?refusals, "chain RPC endpoints disagree about a push; the quorum confirmed it");
+                }
+                return Ok(());
+            }
+        }
+        if !refusals.is_empty() {
+            return Err(Checked::Rejected(Rejection::NotOnChain(format!(
+                "{confirmed} of {n} chain RPC endpoints confirm it, {k} must: {}",
+                refusals.join("; ")
+            ))));
+        }
+        Err(Checked::Chain(failures.into_iter().next().unwrap_or_else(
+            || {
+                ChainError::Config(format!(
+                    "no chain RPC endpoint could check the push ({n} configured)"
+                ))
+            },
+        )))
+    }
+
+    /// One endpoint must hold the pushed log: the transaction's receipt in the pushed block, and
+    /// the same address, topics and data at the pushed log index.
+    async fn cross_check_on(
+        &self,
+        chain: &ChainClient,
+        log: &alloy::rpc::types::Log,
+    ) -> Result<(), Checked> {
         let (Some(tx), Some(block_hash), Some(block_number), Some(log_index)) = (
             log.transaction_hash,
             log.block_hash,
@@ -680,7 +725,7 @@ impl Client {
         let mut attempt = 0;
         let receipt = loop {
             attempt += 1;
-            match self.chain.provider().get_transaction_receipt(tx).await {
+            match chain.provider().get_transaction_receipt(tx).await {
                 Ok(Some(receipt)) => break receipt,
                 Ok(None) if attempt < self.config.chain_check_attempts => {}
                 Ok(None) => {
@@ -694,7 +739,7 @@ impl Client {
                 Err(source) => {
                     return Err(Checked::Chain(ChainError::Transport {
                         call: "eth_getTransactionReceipt".into(),
-                        endpoint: self.chain.endpoint().to_string(),
+                        endpoint: chain.endpoint().to_string(),
                         source,
                     }));
                 }

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use alloy::primitives::{Address, B256, Bytes};
-use alloy::rpc::types::{BlockNumberOrTag, Filter, Log};
+use alloy::rpc::types::{Filter, Log};
 use alloy::sol_types::SolEvent;
 use attestmesh_bindings::cluster::Cluster;
-use attestmesh_chain::ChainClient;
+use attestmesh_chain::{ChainView, QuorumError};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -86,9 +86,11 @@ pub fn decode_log(log: &Log) -> Option<IntakeEvent> {
     None
 }
 
-/// Polls the chain and sends events in chain order until `events` closes.
+/// Polls the chain and sends events in chain order until `events` closes. Every range is read
+/// from a quorum of the chain RPC endpoints, which must return the same logs and the same hash
+/// for the range's last block: one lying endpoint can neither add nor hide an event.
 pub async fn poll(
-    chain: ChainClient,
+    view: ChainView,
     config: PollConfig,
     events: mpsc::Sender<IntakeEvent>,
     metrics: Metrics,
@@ -107,7 +109,7 @@ pub async fn poll(
     let mut checkpoint: Option<(u64, B256)> = None;
     loop {
         match poll_once(
-            &chain,
+            &view,
             &config,
             &membership,
             &messages,
@@ -130,34 +132,25 @@ pub async fn poll(
 
 enum PollError {
     Closed,
-    Chain(attestmesh_chain::ChainError),
+    Chain(QuorumError),
 }
 
-impl From<attestmesh_chain::ChainError> for PollError {
-    fn from(e: attestmesh_chain::ChainError) -> Self {
+impl From<QuorumError> for PollError {
+    fn from(e: QuorumError) -> Self {
         PollError::Chain(e)
     }
 }
 
-async fn block_hash(
-    chain: &ChainClient,
-    number: u64,
-) -> Result<Option<B256>, attestmesh_chain::ChainError> {
-    use alloy::providers::Provider;
-    let block = chain
-        .provider()
-        .get_block_by_number(BlockNumberOrTag::Number(number))
-        .await
-        .map_err(|source| attestmesh_chain::ChainError::Transport {
-            call: "eth_getBlockByNumber".into(),
-            endpoint: chain.endpoint().to_string(),
-            source,
-        })?;
-    Ok(block.map(|b| b.header.hash))
+/// The hash of block `number`, as a quorum of endpoints agrees.
+async fn agreed_hash(view: &ChainView, number: u64) -> Result<B256, QuorumError> {
+    Ok(view
+        .read_at("a block hash", number, |_, _| async { Ok(()) })
+        .await?
+        .hash)
 }
 
 async fn poll_once(
-    chain: &ChainClient,
+    view: &ChainView,
     config: &PollConfig,
     membership: &Filter,
     messages: &Filter,
@@ -166,7 +159,7 @@ async fn poll_once(
     events: &mpsc::Sender<IntakeEvent>,
 ) -> Result<(), PollError> {
     if let Some((number, hash)) = *checkpoint
-        && block_hash(chain, number).await? != Some(hash)
+        && agreed_hash(view, number).await? != hash
     {
         // Re-read a window below the changed block; the consumer de-duplicates.
         let from = number
@@ -180,21 +173,29 @@ async fn poll_once(
             .await
             .map_err(|_| PollError::Closed)?;
     }
-    let head = chain.block_number().await?;
+    let head = view.quorum_head("the chain head").await?;
     let safe = head.saturating_sub(config.confirmations);
     while *next_block <= safe {
         let to = safe.min(*next_block + config.max_range - 1);
         let range_members = membership.clone().from_block(*next_block).to_block(to);
         let range_messages = messages.clone().from_block(*next_block).to_block(to);
-        let mut logs = chain.logs(&range_members).await?;
-        logs.extend(chain.logs(&range_messages).await?);
-        logs.sort_by_key(|log| (log.block_number, log.log_index));
-        debug!(target: CHAIN, from = *next_block, to, logs = logs.len(), "polled cluster logs");
-        for event in logs.iter().filter_map(decode_log) {
+        let agreed = view
+            .read_at("the cluster's logs", to, |endpoint, _| {
+                let (range_members, range_messages) =
+                    (range_members.clone(), range_messages.clone());
+                async move {
+                    let mut logs = endpoint.logs(&range_members).await?;
+                    logs.extend(endpoint.logs(&range_messages).await?);
+                    logs.sort_by_key(|log| (log.block_number, log.log_index));
+                    Ok(logs)
+                }
+            })
+            .await?;
+        debug!(target: CHAIN, from = *next_block, to, logs = agreed.value.len(), "polled cluster logs");
+        for event in agreed.value.iter().filter_map(decode_log) {
             events.send(event).await.map_err(|_| PollError::Closed)?;
         }
-        let hash = block_hash(chain, to).await?;
-        *checkpoint = hash.map(|h| (to, h));
+        *checkpoint = Some((to, agreed.hash));
         *next_block = to + 1;
     }
     Ok(())

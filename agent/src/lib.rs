@@ -18,6 +18,7 @@ pub mod identity;
 pub mod inbox;
 pub mod indexer_client;
 pub mod intake;
+pub mod log_limit;
 pub mod mesh;
 pub mod messages;
 pub mod metrics;
@@ -27,6 +28,7 @@ pub mod peering;
 pub mod registration;
 pub mod shutdown;
 pub mod status;
+pub mod unix_authority;
 
 /// Log targets, one per boundary.
 pub mod targets {

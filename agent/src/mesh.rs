@@ -48,6 +48,13 @@
 //!   answer it. Only then does the connection replace the peer's current one; anything else
 //!   closes it. So a connection is bound to a peer by that peer's WireGuard key, and a replayed
 //!   or forged initiation cannot take over a peer's transport.
+//! * **Unidentified connections**: an accepted connection has 5 s (as long as a dialer waits
+//!   for its own TLS handshake) to finish TLS and send its first frame. At most 64 are identified at once; when another arrives, the **oldest** is closed
+//!   to make room. Every connection comes from the gateway's address and the gateway route is
+//!   public, so refusing the newest instead would let a few stalled handshakes a second keep
+//!   every peer out (issue 16.3); with eviction, an attacker must open 64 connections within
+//!   one honest handshake's round trip to displace it. Evictions and timeouts are counted
+//!   ([`MeshHandle::accept_stats`]) and logged at most once a minute.
 //! * **Reconnecting**: the dialer redials with exponential backoff (200 ms doubling to 5 s, with
 //!   jitter), reset once the new connection has carried a valid WireGuard message. A connection
 //!   that carried nothing for 35 s (peers send keepalives every 10 s) is closed and redialed.
@@ -87,6 +94,7 @@ use tracing::{debug, info, warn};
 
 pub use error::{MeshError, Result};
 pub use tls::{TlsIdentity, client_config as transport_client_config, fingerprint, gateway_sni};
+pub use transport::AcceptStats;
 
 use peer::{PeerActor, PeerLink};
 
@@ -343,6 +351,12 @@ impl MeshHandle {
         self.local_addr
     }
 
+    /// What the transport listener did with the connections it accepted: how many were
+    /// identified, and how many it shed (evicted in a flood, timed out, refused).
+    pub fn accept_stats(&self) -> AcceptStats {
+        self.shared.accepts.snapshot()
+    }
+
     /// Stop every peer, close every connection and remove the interface; returns when all of
     /// it is gone.
     pub async fn shutdown(self) {
@@ -367,10 +381,12 @@ struct StaticKeys {
     public: PublicKey,
 }
 
-/// The peer table the TUN reader, the listener and the handle read.
+/// The peer table the TUN reader, the listener and the handle read, and the listener's
+/// counters.
 #[derive(Default)]
 struct Shared {
     table: RwLock<PeerTable>,
+    accepts: transport::AcceptCounters,
 }
 
 #[derive(Default)]

@@ -116,8 +116,15 @@ fn derive_key(
     key
 }
 
-fn signed_bytes(context: &[u8], kind: Kind, payload: &[u8]) -> Vec<u8> {
-    let mut out = b"attestmesh/v1/message".to_vec();
+/// What the sender signs. It holds a copy of the payload (a CSK, for that kind), so it is
+/// zeroized on drop like every plaintext buffer here.
+fn signed_bytes(context: &[u8], kind: Kind, payload: &[u8]) -> Zeroizing<Vec<u8>> {
+    const DOMAIN: &[u8] = b"attestmesh/v1/message";
+    // Sized up front: a reallocation would leave a copy behind, unzeroized.
+    let mut out = Zeroizing::new(Vec::with_capacity(
+        DOMAIN.len() + context.len() + 1 + payload.len(),
+    ));
+    out.extend_from_slice(DOMAIN);
     out.extend_from_slice(context);
     out.push(kind as u8);
     out.extend_from_slice(payload);
@@ -171,13 +178,26 @@ pub fn seal(
     Ok(out)
 }
 
-/// Opens a ciphertext addressed to this node and authenticates its sender.
+/// Opens a ciphertext addressed to this node and authenticates its sender. The payload is the
+/// decrypted buffer itself (no copy is left behind); for a payload that is a secret use
+/// [`open_zeroizing`], which keeps it zeroized on drop.
 pub fn open(
     recipient: &StaticSecret,
     sender_ed25519: &[u8; 32],
     context: &Context,
     ciphertext: &[u8],
 ) -> Result<(Kind, Vec<u8>), MessageError> {
+    let (kind, mut payload) = open_zeroizing(recipient, sender_ed25519, context, ciphertext)?;
+    Ok((kind, std::mem::take(&mut *payload)))
+}
+
+/// [`open`], with the payload in a buffer that is zeroized on drop (the CSK's hand-off).
+pub fn open_zeroizing(
+    recipient: &StaticSecret,
+    sender_ed25519: &[u8; 32],
+    context: &Context,
+    ciphertext: &[u8],
+) -> Result<(Kind, Zeroizing<Vec<u8>>), MessageError> {
     if ciphertext.len() < 1 + 32 + 16 + 1 + 64 {
         return Err(MessageError::Malformed("shorter than the fixed overhead"));
     }
@@ -196,7 +216,7 @@ pub fn open(
         &context_bytes,
     );
     let cipher = ChaCha20Poly1305::new(&Key::from(*key));
-    let plaintext = Zeroizing::new(
+    let mut plaintext = Zeroizing::new(
         cipher
             .decrypt(&Nonce::default(), &ciphertext[33..])
             .map_err(|_| MessageError::Undecryptable)?,
@@ -204,14 +224,15 @@ pub fn open(
     let kind = Kind::from_byte(plaintext[0]).ok_or(MessageError::UnknownKind(plaintext[0]))?;
     let mut signature = [0u8; 64];
     signature.copy_from_slice(&plaintext[1..65]);
-    let payload = plaintext[65..].to_vec();
+    // The payload stays in the decrypted buffer (moved down in place, no copy).
+    plaintext.drain(..65);
     let key = VerifyingKey::from_bytes(sender_ed25519).map_err(|_| MessageError::BadSenderKey)?;
     key.verify(
-        &signed_bytes(&context_bytes, kind, &payload),
+        &signed_bytes(&context_bytes, kind, &plaintext),
         &Signature::from_bytes(&signature),
     )
     .map_err(|_| MessageError::BadSignature)?;
-    Ok((kind, payload))
+    Ok((kind, plaintext))
 }
 
 #[cfg(test)]
@@ -309,6 +330,36 @@ mod tests {
             ),
             Err(MessageError::Malformed(_))
         ));
+    }
+
+    /// Item 7 of issue 16: copies of a plaintext (the CSK, for its kind) were left in heap
+    /// buffers that are freed without being wiped. Every buffer that holds one is `Zeroizing`:
+    /// what is signed, and what `open_zeroizing` returns.
+    #[test]
+    fn plaintext_buffers_are_zeroized_on_drop() {
+        let (sender, recipient) = keys();
+        let key = [0x5a; 32];
+        let signed: Zeroizing<Vec<u8>> = signed_bytes(b"context", Kind::ClusterSharedKey, &key);
+        assert!(signed.ends_with(&key));
+        let sealed = seal(
+            &sender,
+            &PublicKey::from(&recipient).to_bytes(),
+            &context(),
+            Kind::ClusterSharedKey,
+            &key,
+        )
+        .unwrap();
+        let (kind, payload): (Kind, Zeroizing<Vec<u8>>) = open_zeroizing(
+            &recipient,
+            &sender.verifying_key().to_bytes(),
+            &context(),
+            &sealed,
+        )
+        .unwrap();
+        assert_eq!(
+            (kind, payload.as_slice()),
+            (Kind::ClusterSharedKey, &key[..])
+        );
     }
 
     #[test]

@@ -39,6 +39,18 @@ pub struct Metrics {
     pub revoked_peer_removal_seconds: Gauge<f64, AtomicU64>,
     /// Peers configured on attestmesh0.
     pub mesh_peers: Gauge,
+    /// Connections the mesh transport listener accepted, by outcome.
+    pub transport_connections: Family<ReasonLabel, Counter>,
+    /// Heartbeats refused, by reason.
+    pub heartbeats_refused: Family<ReasonLabel, Counter>,
+    /// Live peers whose heartbeats report a member set other than this node's (a minority of
+    /// them no longer blocks convergence; see `heartbeat::Convergence`).
+    pub convergence_dissenting_peers: Gauge,
+    /// 1 while the member set and CSK epoch could not be read (no quorum, RPC down) and the
+    /// cached ones may be stale.
+    pub chain_view_stale: Gauge,
+    /// Failed reads of the member set and CSK epoch, by reason (disagreement, unavailable).
+    pub chain_view_failures: Family<ReasonLabel, Counter>,
     /// The indexer push client's counters (`attestmesh_agent_indexer_*`).
     pub indexer: Arc<crate::indexer_client::IndexerClientStats>,
 }
@@ -68,6 +80,36 @@ impl Metrics {
         let csk_epoch_acquire_seconds = Gauge::<f64, AtomicU64>::default();
         let revoked_peer_removal_seconds = Gauge::<f64, AtomicU64>::default();
         let mesh_peers = Gauge::default();
+        let transport_connections = Family::<ReasonLabel, Counter>::default();
+        let heartbeats_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "heartbeats_refused",
+            "Heartbeats refused, by reason (each is logged at most once a minute per source and reason)",
+            heartbeats_refused.clone(),
+        );
+        registry.register(
+            "transport_connections",
+            "Connections the mesh transport listener accepted, by outcome (accepted, identified, evicted: closed unidentified to make room while 64 waited, timed_out, refused)",
+            transport_connections.clone(),
+        );
+        let convergence_dissenting_peers = Gauge::default();
+        registry.register(
+            "convergence_dissenting_peers",
+            "Live peers whose heartbeats report a member set other than this node's; a minority of them is outvoted",
+            convergence_dissenting_peers.clone(),
+        );
+        let chain_view_stale = Gauge::default();
+        let chain_view_failures = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "chain_view_stale",
+            "1 while the member set and CSK epoch cannot be read from a quorum of the chain RPC endpoints (no CSK is handed out meanwhile)",
+            chain_view_stale.clone(),
+        );
+        registry.register(
+            "chain_view_failures",
+            "Failed quorum reads of the member set and CSK epoch, by reason",
+            chain_view_failures.clone(),
+        );
         registry.register(
             "csk_epoch",
             "The CSK epoch this node holds (-1: none yet)",
@@ -154,6 +196,11 @@ impl Metrics {
             csk_epoch_acquire_seconds,
             revoked_peer_removal_seconds,
             mesh_peers,
+            transport_connections,
+            heartbeats_refused,
+            convergence_dissenting_peers,
+            chain_view_stale,
+            chain_view_failures,
             indexer,
         }
     }

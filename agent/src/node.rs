@@ -8,7 +8,7 @@ use alloy::sol_types::SolCall;
 use attestmesh_bindings::cluster::Cluster;
 use attestmesh_bindings::factory::ClusterFactory;
 use attestmesh_bindings::member_account::MemberAccount;
-use attestmesh_chain::{ChainClient, SponsoredSender};
+use attestmesh_chain::{ChainClient, ChainView, QuorumError, SponsoredSender};
 use attestmesh_dstack::DstackClient;
 use tokio::sync::{RwLock, mpsc};
 use tracing::{debug, error, info, warn};
@@ -25,11 +25,18 @@ use crate::registration::{Backoff, ensure_registered};
 use crate::shutdown::Shutdown;
 use crate::targets::{AGENT, CHAIN, PEERS};
 
+/// The devnet's chain id (anvil): a single RPC endpoint is expected there.
+const DEVNET_CHAIN_ID: u64 = 31337;
+
 /// What every subsystem shares. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Node {
     pub identity: Arc<Identity>,
+    /// The primary chain endpoint: writes, nonces and reads that only cost liveness if wrong.
     pub chain: ChainClient,
+    /// Every configured endpoint: what decides membership, envelopes and CSK commitments is
+    /// read from a quorum of them ([`attestmesh_chain::ChainView`]).
+    pub view: ChainView,
     pub cluster_address: Address,
     pub sender: SponsoredSender,
     pub health: Health,
@@ -87,12 +94,29 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> eyre::Result<()> {
         &shutdown,
         "chain RPC",
         || async {
-            ChainClient::connect(&config.chain_rpc_url, config.chain_id)
+            ChainClient::connect(&config.chain_rpc_urls[0], config.chain_id)
                 .await
                 .map_err(eyre::Report::from)
         },
     )
     .await?;
+    let view = ChainView::new(
+        std::iter::once(chain.clone())
+            .chain(
+                config.chain_rpc_urls[1..]
+                    .iter()
+                    .map(|url| ChainClient::connect_known(url, chain.chain_id())),
+            )
+            .collect(),
+        config.chain_quorum,
+    )
+    .map_err(|e| eyre::eyre!("--chain.quorum: {e}"))?;
+    let (k, n) = view.quorum();
+    if n == 1 && chain.chain_id() != DEVNET_CHAIN_ID {
+        warn!(target: CHAIN, endpoint = chain.endpoint(), "a single chain RPC endpoint decides who is a member: whoever controls it can show this node a fake member; configure independent providers with --chain.rpc-url a,b,c (a majority must agree)");
+    } else {
+        info!(target: CHAIN, k, n, endpoints = %view.describe(), "membership, envelopes and CSK commitments are read from a quorum of chain RPC endpoints");
+    }
     let cluster_address = match config.cluster {
         Some(cluster) => cluster,
         None => {
@@ -136,6 +160,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> eyre::Result<()> {
     let node = Node {
         identity,
         chain,
+        view,
         cluster_address,
         sender,
         health: health.clone(),
@@ -185,6 +210,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> eyre::Result<()> {
     )
     .await?;
     refresh_members(&node).await;
+    let refresher = tokio::spawn(keep_view_fresh(node.clone()));
 
     let (events_tx, events_rx) = mpsc::channel(1024);
     // The indexer's verified push feeds the same channel as the poller (either alone suffices;
@@ -197,7 +223,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> eyre::Result<()> {
     let indexer = tokio::spawn(crate::indexer_client::run(
         indexer_config,
         node.metrics.indexer.clone(),
-        node.chain.clone(),
+        node.view.clone(),
         cluster_address,
         events_tx.clone(),
         shutdown.clone(),
@@ -211,7 +237,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> eyre::Result<()> {
         max_range: config.poll_max_range,
     };
     let poller = tokio::spawn(crate::intake::poll(
-        node.chain.clone(),
+        node.view.clone(),
         poll_config,
         events_tx,
         metrics.clone(),
@@ -279,6 +305,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> eyre::Result<()> {
     info!(target: AGENT, "shutting down");
     poller.abort();
     consumer.abort();
+    refresher.abort();
     indexer.abort();
     if let Some(mesh) = mesh {
         // The mesh task tears its interface down on shutdown; give it a moment.
@@ -319,77 +346,134 @@ where
     }
 }
 
-/// Re-reads the CSK epoch and then the member set from the chain (idempotent, so reorgs and
-/// duplicate events are harmless). The epoch is read first: the member set is then at least as
-/// new, so a node never holds an epoch opened by a revocation while still seeing the revoked
-/// member active (its CSK service would hand the new key to it).
-pub(crate) async fn refresh_members(node: &Node) {
-    if let Err(error) = refresh_csk_epoch(node).await {
-        warn!(target: CHAIN, %error, "reading the CSK epoch failed; next event retries");
-    }
-    let cluster = node.chain.cluster(node.cluster_address);
-    let count = match cluster.memberCount().call().await {
-        Ok(count) => count,
-        Err(e) => {
-            warn!(target: CHAIN, error = %node.chain.call_error("Cluster.memberCount", e), "member refresh failed; next event retries");
-            return;
-        }
-    };
-    match cluster.listMembers(1, count).call().await {
-        Ok(members) => {
+/// Re-reads the CSK epoch and the member set, both at one block a quorum of the chain RPC
+/// endpoints agrees on (idempotent, so reorgs and duplicate events are harmless). On failure the
+/// cached state is marked stale (the CSK service refuses to hand out keys meanwhile) and
+/// [`keep_view_fresh`] retries until a read succeeds. Returns whether it succeeded.
+pub(crate) async fn refresh_members(node: &Node) -> bool {
+    match read_cluster_state(node).await {
+        Ok(agreed) => {
+            let (epoch, members) = agreed.value;
+            if node.cluster.csk_epoch().await.map(|e| e.epoch) != Some(epoch.epoch) {
+                info!(target: CHAIN, epoch = epoch.epoch, originator = epoch.originator, revoked_member = epoch.revoked_member, block = agreed.block, "CSK epoch on chain");
+            }
+            node.metrics.csk_chain_epoch.set(epoch.epoch as i64);
+            node.cluster.set_csk_epoch(epoch).await;
             node.cluster.apply_members(&members).await;
             node.metrics
                 .members
-                .set(members.iter().filter(|m| m.status == 1).count() as i64);
+                .set(members.iter().filter(|m| m.active).count() as i64);
+            if node.cluster.view_problem().await.is_some() {
+                info!(target: CHAIN, block = agreed.block, "the member set and the CSK epoch are read again");
+            }
+            node.cluster.set_view_problem(None).await;
+            node.metrics.chain_view_stale.set(0);
+            true
         }
-        Err(e) => {
-            warn!(target: CHAIN, error = %node.chain.call_error("Cluster.listMembers", e), "member refresh failed; next event retries")
+        Err(error) => {
+            let reason = match &error {
+                QuorumError::Disagreement { .. } => "disagreement",
+                QuorumError::Unavailable { .. } => "unavailable",
+            };
+            node.metrics
+                .chain_view_failures
+                .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+                .inc();
+            node.metrics.chain_view_stale.set(1);
+            warn!(target: CHAIN, %error, "reading the member set and the CSK epoch failed; retrying (no CSK is handed out meanwhile)");
+            node.cluster
+                .set_view_problem(Some(format!("the member set may be stale: {error}")))
+                .await;
+            false
         }
     }
 }
 
-/// Reads the chain's current CSK epoch (and, inside a grace window, the previous epoch's
-/// commitment, once).
-async fn refresh_csk_epoch(node: &Node) -> Result<(), attestmesh_chain::ChainError> {
-    let current = node.chain.current_csk_epoch(node.cluster_address).await?;
-    let previous = if current.previousKeyUntil == 0 {
-        None
-    } else {
-        let known = node
-            .cluster
-            .csk_epoch()
-            .await
-            .and_then(|e| e.previous)
-            .filter(|p| p.epoch == current.previousEpoch);
-        match known {
-            Some(known) => Some(known),
-            None => {
-                let record = node
-                    .chain
-                    .csk_epoch(node.cluster_address, current.previousEpoch)
-                    .await?;
-                Some(crate::cluster::PreviousEpoch {
-                    epoch: current.previousEpoch,
-                    until: current.previousKeyUntil,
-                    commitment: record.commitment,
-                })
-            }
+/// Retries a failed refresh with a bounded backoff until it succeeds (a failed read must never
+/// wait for the next membership event: a revoked member would stay active in the cache).
+pub(crate) async fn keep_view_fresh(node: Node) {
+    const FIRST: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(8);
+    let mut delay = FIRST;
+    loop {
+        tokio::time::sleep(delay).await;
+        if node.cluster.view_problem().await.is_none() {
+            delay = FIRST;
+            continue;
         }
-    };
-    let info = crate::cluster::EpochInfo {
-        epoch: current.epoch,
-        originator: current.originator,
-        revoked_member: current.revokedMember,
-        opened_at: current.openedAt,
-        commitment: (current.commitment != B256::ZERO).then_some(current.commitment),
-        previous,
-    };
-    if node.cluster.csk_epoch().await.map(|e| e.epoch) != Some(info.epoch) {
-        info!(target: CHAIN, epoch = info.epoch, originator = info.originator, revoked_member = info.revoked_member, "CSK epoch on chain");
+        if refresh_members(&node).await {
+            delay = FIRST;
+        } else {
+            delay = (delay * 2).min(MAX);
+        }
     }
-    node.metrics.csk_chain_epoch.set(info.epoch as i64);
-    node.cluster.set_csk_epoch(info).await;
-    Ok(())
+}
+
+/// The CSK epoch (with the previous epoch's commitment inside a grace window) and every member,
+/// read at one block hash that `k` endpoints agree on.
+async fn read_cluster_state(
+    node: &Node,
+) -> Result<
+    attestmesh_chain::Agreed<(crate::cluster::EpochInfo, Vec<crate::cluster::MemberInfo>)>,
+    QuorumError,
+> {
+    let cluster = node.cluster_address;
+    node.view
+        .read(
+            "the member set and the CSK epoch",
+            |endpoint, at| async move {
+                let c = endpoint.cluster(cluster);
+                let current = c
+                    .currentCskEpoch()
+                    .block(at)
+                    .call()
+                    .await
+                    .map_err(|e| endpoint.call_error("Cluster.currentCskEpoch", e))?;
+                let previous = if current.previousKeyUntil == 0 {
+                    None
+                } else {
+                    let record = c
+                        .cskEpoch(current.previousEpoch)
+                        .block(at)
+                        .call()
+                        .await
+                        .map_err(|e| endpoint.call_error("Cluster.cskEpoch", e))?;
+                    Some(crate::cluster::PreviousEpoch {
+                        epoch: current.previousEpoch,
+                        until: current.previousKeyUntil,
+                        commitment: record.commitment,
+                    })
+                };
+                let count = c
+                    .memberCount()
+                    .block(at)
+                    .call()
+                    .await
+                    .map_err(|e| endpoint.call_error("Cluster.memberCount", e))?;
+                let members = c
+                    .listMembers(1, count)
+                    .block(at)
+                    .call()
+                    .await
+                    .map_err(|e| endpoint.call_error("Cluster.listMembers", e))?;
+                let epoch = crate::cluster::EpochInfo {
+                    epoch: current.epoch,
+                    originator: current.originator,
+                    revoked_member: current.revokedMember,
+                    opened_at: current.openedAt,
+                    commitment: (current.commitment != B256::ZERO).then_some(current.commitment),
+                    previous,
+                };
+                Ok((
+                    epoch,
+                    members
+                        .iter()
+                        .map(crate::cluster::MemberInfo::from)
+                        .collect::<Vec<_>>(),
+                ))
+            },
+        )
+        .await
 }
 
 /// waiting-peers while this node is alone; wg-configuring once a peer exists (the mesh takes

@@ -94,6 +94,10 @@ impl Authority for NodeAuthority {
         self.node.cluster.csk_epoch().await.map(|e| e.epoch)
     }
 
+    async fn view_problem(&self) -> Option<String> {
+        self.node.cluster.view_problem().await
+    }
+
     fn refused(&self, reason: &'static str) {
         self.node
             .metrics
@@ -256,7 +260,11 @@ async fn reconcile(
 ) {
     let mut configured: Vec<(u64, [u8; 32])> = Vec::new();
     let mut reported_live = BTreeSet::new();
+    // The dissenting minority last logged as outvoted (logged again only for another one, so a
+    // peer that flaps between agreeing and not is logged once).
+    let mut outvoted = BTreeSet::new();
     let mut outbox = Outbox::default();
+    let mut accepts_counted = crate::mesh::AcceptStats::default();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
@@ -287,6 +295,24 @@ async fn reconcile(
                 },
             )
             .await;
+
+        // The transport listener's outcomes onto /metrics (a flood shows as evictions).
+        let accepts = mesh.accept_stats();
+        for (outcome, now, before) in [
+            ("accepted", accepts.accepted, accepts_counted.accepted),
+            ("identified", accepts.identified, accepts_counted.identified),
+            ("evicted", accepts.evicted, accepts_counted.evicted),
+            ("timed_out", accepts.timed_out, accepts_counted.timed_out),
+            ("refused", accepts.refused, accepts_counted.refused),
+        ] {
+            if now > before {
+                node.metrics
+                    .transport_connections
+                    .get_or_create(&vec![("outcome".to_string(), outcome.to_string())])
+                    .inc_by(now - before);
+            }
+        }
+        accepts_counted = accepts;
 
         // The dataplane's peers: active members whose envelope arrived.
         let mut wanted = Vec::new();
@@ -323,7 +349,7 @@ async fn reconcile(
 
         // Liveness, convergence, phase.
         let now = Instant::now();
-        let (live, converged) = {
+        let (live, convergence) = {
             let mut tracker = liveness.tracker.lock().await;
             let members: BTreeSet<u64> = peers.iter().map(|p| p.id).collect();
             for id in tracker.live_peers(now) {
@@ -357,16 +383,25 @@ async fn reconcile(
                     liveness.changed.notify_one();
                 }
             }
-            (live.len() as u32, tracker.converged(now))
+            (live.len() as u32, tracker.convergence(now))
         };
         node.health.set_live_peers(live);
         node.metrics.live_peers.set(i64::from(live));
+        let converged = convergence.converged();
+        let dissenting: BTreeSet<u64> = convergence.dissenting.keys().copied().collect();
+        node.metrics
+            .convergence_dissenting_peers
+            .set(dissenting.len() as i64);
+        if converged && !dissenting.is_empty() && dissenting != outvoted {
+            warn!(target: PEERS, dissent = %convergence.describe_dissent(), mine = ?convergence.mine, "a minority of the live peers reports another member set (a peer that lies or is only partly connected); the majority reports this node's, so it counts as converged");
+            outvoted = dissenting;
+        }
         if converged && !node.health.snapshot().first_converged {
-            info!(target: PEERS, live, "converged: every live peer reports the same member set");
+            info!(target: PEERS, live, agreeing = ?convergence.agreeing, dissenting = ?convergence.dissenting.keys().collect::<Vec<_>>(), "converged: a majority of the live peers report this node's member set");
             node.health.latch_first_converged();
         }
         let waiting = csk.waiting.lock().await.clone();
-        update_phase(node, &peers, mesh, waiting).await;
+        update_phase(node, &peers, mesh, waiting, &convergence).await;
     }
 }
 
@@ -383,6 +418,7 @@ async fn update_phase(
     peers: &[MemberInfo],
     mesh: &MeshHandle,
     csk_waiting: Option<String>,
+    convergence: &heartbeat::Convergence,
 ) {
     let snapshot = node.health.snapshot();
     let csk_held = node.csk.held_epoch().is_some();
@@ -408,10 +444,13 @@ async fn update_phase(
             csk_waiting.unwrap_or_else(|| "acquiring the Cluster Shared Key".to_string()),
         )
     } else {
-        (
-            Phase::Heartbeating,
-            "waiting for every live peer to report the same member set".to_string(),
-        )
+        (Phase::Heartbeating, convergence.waiting_for())
+    };
+    // A stale or unagreed member set comes first, whatever the phase: it stops the CSK service.
+    let waiting = match node.cluster.view_problem().await {
+        Some(problem) if waiting.is_empty() => problem,
+        Some(problem) => format!("{problem}; {waiting}"),
+        None => waiting,
     };
     if phase != snapshot.phase || waiting != snapshot.waiting_for {
         node.health.set_phase(phase, waiting);
@@ -459,6 +498,7 @@ async fn send_heartbeats(
 async fn receive_heartbeats(node: Node, socket: Arc<UdpSocket>, liveness: Arc<Liveness>) {
     let mut buffer = vec![0u8; 2048];
     let mut by_ip: BTreeMap<Ipv4Addr, u64> = BTreeMap::new();
+    let mut refusals = crate::log_limit::LogLimiter::default();
     loop {
         let (len, from) = match socket.recv_from(&mut buffer).await {
             Ok(received) => received,
@@ -471,7 +511,14 @@ async fn receive_heartbeats(node: Node, socket: Arc<UdpSocket>, liveness: Arc<Li
         let result = verify_heartbeat(&node, &buffer[..len], from, &mut by_ip, &liveness).await;
         if let Err(error) = result {
             node.metrics.dropped("heartbeat");
-            warn!(target: PEERS, %from, %error, "heartbeat refused");
+            node.metrics
+                .heartbeats_refused
+                .get_or_create(&vec![("reason".to_string(), error.label().to_string())])
+                .inc();
+            if let Some(suppressed) = refusals.should_log(from.ip(), error.label(), Instant::now())
+            {
+                warn!(target: PEERS, %from, %error, suppressed, "heartbeat refused (the same refusal from this source is logged at most once a minute; every one is counted on /metrics)");
+            }
         }
     }
 }

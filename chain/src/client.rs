@@ -11,6 +11,7 @@ use tracing::debug;
 use url::Url;
 
 use crate::error::{ChainError, Result};
+use crate::rpc::RedactedHttp;
 use crate::targets::CHAIN;
 
 /// How long [`ChainClient::send_transaction`] waits for a receipt.
@@ -39,9 +40,25 @@ impl ChainClient {
     /// A read-only client. Checks the chain id when `expected_chain_id` is given.
     pub async fn connect(rpc_url: &Url, expected_chain_id: Option<u64>) -> Result<Self> {
         let provider = ProviderBuilder::new()
-            .connect_http(rpc_url.clone())
+            .connect_client(default_client(rpc_url))
             .erased();
         Self::from_provider(provider, rpc_url, expected_chain_id, None).await
+    }
+
+    /// A read-only client of an endpoint of a chain already identified (the first endpoint of
+    /// a [`crate::ChainView`] checked the chain id; an endpoint of another chain cannot agree with
+    /// it on block hashes). Makes no request, so an endpoint that is down at boot does not stop
+    /// the node while a quorum of the others answers.
+    pub fn connect_known(rpc_url: &Url, chain_id: u64) -> Self {
+        let provider = ProviderBuilder::new()
+            .connect_client(default_client(rpc_url))
+            .erased();
+        Self {
+            provider,
+            endpoint: redact(rpc_url),
+            chain_id,
+            signer: None,
+        }
     }
 
     /// A client that can also send transactions signed by `signer` (operators, devnet, tests;
@@ -412,46 +429,79 @@ impl ChainClient {
 /// How long one chain RPC request may take: a hung RPC must fail the call, not hang the agent.
 pub const RPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The JSON-RPC client over HTTP with a per-request timeout.
+/// The JSON-RPC client over HTTP with a per-request timeout, on the transport that keeps the
+/// URL out of errors and logs ([`RedactedHttp`]).
 fn rpc_client(rpc_url: &Url) -> Result<alloy::rpc::client::RpcClient> {
-    let http = alloy::transports::http::reqwest::Client::builder()
+    let http = reqwest::Client::builder()
         .timeout(RPC_TIMEOUT)
         .build()
         .map_err(|e| {
             ChainError::Config(format!(
-                "cannot build the HTTP client for {}: {e}",
-                redact(rpc_url)
+                "cannot build the HTTP client for {}: {}",
+                redact(rpc_url),
+                crate::redact::reqwest_error(e)
             ))
         })?;
-    Ok(alloy::rpc::client::RpcClient::new_http_with_client(
-        http,
-        rpc_url.clone(),
-    ))
+    Ok(RedactedHttp::new(http, rpc_url.clone()).rpc_client())
 }
 
-/// Scheme, host and port only: providers put API keys in the user info, the path
-/// (`/v2/<key>`) or the query, and this string goes into logs and errors.
+/// The JSON-RPC client over HTTP with reqwest's default client (what alloy's `connect_http`
+/// uses), on the transport that keeps the URL out of errors and logs ([`RedactedHttp`]).
+fn default_client(rpc_url: &Url) -> alloy::rpc::client::RpcClient {
+    RedactedHttp::new(reqwest::Client::new(), rpc_url.clone()).rpc_client()
+}
+
+/// Scheme, host and port only: this string goes into logs and errors.
 fn redact(url: &Url) -> String {
-    match (url.host_str(), url.port()) {
-        (Some(host), Some(port)) => format!("{}://{host}:{port}", url.scheme()),
-        (Some(host), None) => format!("{}://{host}", url.scheme()),
-        _ => "<RPC URL without a host>".to_string(),
-    }
+    crate::redact::url(url)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::*;
 
-    #[test]
-    fn redaction_drops_keys_in_user_path_and_query() {
-        let url = "https://user:secret@base-mainnet.g.alchemy.com/v2/API_KEY?key=k"
+    /// Regression (issue 16, item 4): a chain RPC that cannot be reached produced an error
+    /// whose text quoted the full URL, API key included ("error sending request for url
+    /// (http://…/v2/KEY)"), and that text reached logs, `waiting_for` and `/healthz`.
+    #[tokio::test]
+    async fn an_unreachable_rpc_error_never_quotes_the_url() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let url: Url = format!("http://user:PASSWORD@127.0.0.1:{port}/v2/API_KEY?key=QUERYKEY")
             .parse()
             .unwrap();
-        assert_eq!(redact(&url), "https://base-mainnet.g.alchemy.com");
-        assert_eq!(
-            redact(&"http://127.0.0.1:8545/".parse().unwrap()),
-            "http://127.0.0.1:8545"
+        let mut errors = vec![ChainClient::connect(&url, None).await.unwrap_err()];
+        let signer = PrivateKeySigner::random();
+        errors.push(
+            ChainClient::connect_with_signer(&url, signer, None)
+                .await
+                .unwrap_err(),
         );
+        errors.push(
+            ChainClient::connect_known(&url, 1)
+                .block_number()
+                .await
+                .unwrap_err(),
+        );
+        for error in errors {
+            let mut texts = vec![error.to_string(), format!("{error:?}")];
+            let mut source = std::error::Error::source(&error);
+            while let Some(inner) = source {
+                texts.push(inner.to_string());
+                source = inner.source();
+            }
+            for text in texts {
+                for secret in ["PASSWORD", "API_KEY", "QUERYKEY", "/v2"] {
+                    assert!(!text.contains(secret), "{secret} in {text}");
+                }
+            }
+            assert!(
+                error
+                    .to_string()
+                    .contains(&format!("http://127.0.0.1:{port}")),
+                "the endpoint is still named: {error}"
+            );
+        }
     }
 }

@@ -53,6 +53,9 @@ pub enum ChainError {
     /// A configuration value is unusable.
     #[error("invalid chain configuration: {0}")]
     Config(String),
+    /// The endpoint has no block the other endpoints of the quorum reached.
+    #[error("the RPC at {endpoint} has no block {block} yet (behind the other endpoints)")]
+    MissingBlock { endpoint: String, block: u64 },
 }
 
 impl ChainError {

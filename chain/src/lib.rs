@@ -4,17 +4,21 @@
 //! sponsored ERC-4337 UserOperations ([`SponsoredSender`]).
 //!
 //! Field note 5 is the rule here: no RPC result is ever defaulted. A failed read is an error that
-//! names the call and the endpoint.
+//! names the call and the endpoint — by scheme, host and port ([`redact`]): endpoint URLs carry
+//! API keys, and no error, log line or status of any crate quotes one.
 
 mod client;
 mod error;
 pub mod proof;
+mod quorum;
+pub mod redact;
 pub mod revert;
 mod rpc;
 mod userop;
 
 pub use client::{ChainClient, SponsorshipDecision};
 pub use error::{ChainError, Result};
+pub use quorum::{Agreed, ChainView, QuorumError, block_hash};
 pub use rpc::{RpcClient, RpcError};
 pub use userop::{
     DUMMY_SIGNATURE, InitCode, NonceKey, SendOptions, SponsoredSender, UserOpError,

@@ -144,43 +144,11 @@ pub async fn run_deploy_script(run: &ScriptRun, signer: &PrivateKeySigner) -> Re
     Ok(())
 }
 
-/// `text` with every spelling of `url` that can carry a secret (the whole URL, its path and
-/// its query, where hosted RPCs put API keys) replaced by scheme, host and port: forge prints the
-/// RPC URL in some errors, and its output goes into this tool's error messages.
+/// `text` with every spelling of `url` that can carry a secret replaced (forge prints the RPC
+/// URL in some errors, and its output goes into this tool's error messages): the one redaction
+/// helper of the workspace.
 pub fn redact_url(text: &str, url: &Url) -> String {
-    let shown = match (url.host_str(), url.port()) {
-        (Some(host), Some(port)) => format!("{}://{host}:{port}", url.scheme()),
-        (Some(host), None) => format!("{}://{host}", url.scheme()),
-        _ => "<RPC URL>".to_string(),
-    };
-    let mut secrets = vec![
-        url.as_str().to_string(),
-        url.as_str().trim_end_matches('/').to_string(),
-    ];
-    if url.path().len() > 1 {
-        secrets.push(url.path().to_string());
-    }
-    if let Some(query) = url.query() {
-        secrets.push(query.to_string());
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        secrets.push(url.username().to_string());
-        if let Some(password) = url.password() {
-            secrets.push(password.to_string());
-        }
-    }
-    // Longest first, so a whole URL is replaced before its parts.
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    let mut out = text.to_string();
-    for secret in secrets.iter().filter(|s| s.len() > 1) {
-        let replacement = if secret.starts_with(url.scheme()) {
-            shown.as_str()
-        } else {
-            "<redacted>"
-        };
-        out = out.replace(secret.as_str(), replacement);
-    }
-    out
+    attestmesh_chain::redact::secrets_of(text, url)
 }
 
 /// The last `lines` lines of `path` (for error messages), or why it cannot be read.

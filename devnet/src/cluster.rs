@@ -333,6 +333,11 @@ pub struct Cluster {
     /// instead of anvil's, e.g. a [`FaultProxy`](crate::fault_proxy::FaultProxy) that counts
     /// their requests; `None` = anvil itself.
     pub chain_rpc_port: Option<u16>,
+    /// More chain RPC endpoints (ports on each node's host end of the veth) the agents read
+    /// membership from, after the first; e.g. a lying [`FaultProxy`](crate::fault_proxy::FaultProxy).
+    pub extra_chain_rpc_ports: Vec<u16>,
+    /// `--chain.quorum` of the agents; `None` = the agent's default (a majority).
+    pub chain_quorum: Option<usize>,
 }
 
 impl Cluster {
@@ -388,6 +393,8 @@ impl Cluster {
             agent_log_filter: "info,attestmesh=debug".into(),
             poll_interval_secs: Some(1),
             chain_rpc_port: None,
+            extra_chain_rpc_ports: Vec::new(),
+            chain_quorum: None,
         };
         cluster.add_nodes(count).await?;
         Ok(cluster)
@@ -461,7 +468,14 @@ impl Cluster {
             .arg("run")
             .arg("--dstack.socket")
             .arg(&self.stack.nodes[i].dstack_socket)
-            .args(["--chain.rpc-url", &format!("http://{host}:{chain_port}")])
+            .args([
+                "--chain.rpc-url",
+                &std::iter::once(chain_port)
+                    .chain(self.extra_chain_rpc_ports.iter().copied())
+                    .map(|port| format!("http://{host}:{port}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ])
             .args(["--chain.id", &self.stack.config.chain.chain_id.to_string()])
             .args([
                 "--bundler.url",
@@ -495,6 +509,9 @@ impl Cluster {
             .kill_on_drop(true);
         if let Some(secs) = self.poll_interval_secs {
             command.args(["--poll.interval-secs", &secs.to_string()]);
+        }
+        if let Some(k) = self.chain_quorum {
+            command.args(["--chain.quorum", &k.to_string()]);
         }
         let child = command
             .spawn()

@@ -32,6 +32,22 @@ pub enum FaultMode {
     FailMethods(BTreeSet<String>),
 }
 
+/// A lie: given the JSON-RPC request and the upstream's reply, the reply the proxy sends instead
+/// (a compromised RPC provider that shows a fake member, a fake log...).
+pub type Rewriter =
+    Arc<dyn Fn(&serde_json::Value, serde_json::Value) -> serde_json::Value + Send + Sync>;
+
+/// Where the current lie is kept (its `Debug` shows whether there is one).
+#[derive(Default)]
+struct RewriterSlot(Mutex<Option<Rewriter>>);
+
+impl std::fmt::Debug for RewriterSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lying = self.0.lock().map(|r| r.is_some()).unwrap_or(true);
+        write!(f, "RewriterSlot {{ lying: {lying} }}")
+    }
+}
+
 /// Failures of the proxy.
 #[derive(Debug, thiserror::Error)]
 pub enum FaultProxyError {
@@ -49,6 +65,7 @@ pub enum FaultProxyError {
 struct ProxyState {
     upstream: Url,
     mode: Arc<Mutex<FaultMode>>,
+    rewriter: Arc<RewriterSlot>,
     http: reqwest::Client,
     faults: Arc<std::sync::atomic::AtomicU64>,
     forwarded: Arc<std::sync::atomic::AtomicU64>,
@@ -61,6 +78,7 @@ pub struct FaultProxy {
     local: SocketAddr,
     app: axum::Router,
     mode: Arc<Mutex<FaultMode>>,
+    rewriter: Arc<RewriterSlot>,
     faults: Arc<std::sync::atomic::AtomicU64>,
     forwarded: Arc<std::sync::atomic::AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
@@ -97,9 +115,11 @@ impl FaultProxy {
         let http = reqwest::Client::builder()
             .build()
             .map_err(|e| FaultProxyError::Client(e.to_string()))?;
+        let rewriter = Arc::new(RewriterSlot::default());
         let state = ProxyState {
             upstream,
             mode: mode.clone(),
+            rewriter: rewriter.clone(),
             http,
             faults: faults.clone(),
             forwarded: forwarded.clone(),
@@ -115,6 +135,7 @@ impl FaultProxy {
             local,
             app,
             mode,
+            rewriter,
             faults,
             forwarded,
             stop: None,
@@ -204,6 +225,14 @@ impl FaultProxy {
         }
     }
 
+    /// Makes the proxy lie: every forwarded single JSON-RPC reply passes through `rewriter`
+    /// (None: honest again). Batches pass untouched.
+    pub fn set_rewriter(&self, rewriter: Option<Rewriter>) {
+        if let Ok(mut current) = self.rewriter.0.lock() {
+            *current = rewriter;
+        }
+    }
+
     /// How many requests were answered with a fault so far.
     pub fn faults_injected(&self) -> u64 {
         self.faults.load(std::sync::atomic::Ordering::Relaxed)
@@ -290,6 +319,10 @@ async fn handle(
     state
         .forwarded
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let rewriter = state.rewriter.0.lock().ok().and_then(|r| r.clone());
+    let request: Option<serde_json::Value> = rewriter
+        .as_ref()
+        .and_then(|_| serde_json::from_slice(&body).ok());
     let forwarded = state
         .http
         .post(state.upstream.clone())
@@ -303,6 +336,15 @@ async fn handle(
                 StatusCode::from_u16(reply.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
             match reply.bytes().await {
                 Ok(bytes) => {
+                    let bytes = match (&rewriter, &request) {
+                        (Some(rewrite), Some(request)) if request.is_object() => {
+                            match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                                Ok(reply) => Bytes::from(rewrite(request, reply).to_string()),
+                                Err(_) => bytes,
+                            }
+                        }
+                        _ => bytes,
+                    };
                     (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
                 }
                 Err(e) => (StatusCode::BAD_GATEWAY, format!("upstream body: {e}")).into_response(),

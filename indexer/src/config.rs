@@ -89,6 +89,16 @@ pub struct IndexerArgs {
         default_value_t = 128
     )]
     pub reorg_window: usize,
+    /// How many Subscribe streams one client (one remote IP address) may hold open at once;
+    /// one more is refused with RESOURCE_EXHAUSTED. A node holds one. Behind the dstack gateway
+    /// every client arrives from the gateway's address, so this also caps the streams through
+    /// one gateway: keep it above the number of nodes that use this indexer.
+    #[arg(
+        long = "grpc.max-subscriptions-per-client",
+        env = "INDEXER_MAX_SUBSCRIPTIONS_PER_CLIENT",
+        default_value_t = crate::server::DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT
+    )]
+    pub max_subscriptions_per_client: usize,
     /// Log format.
     #[arg(
         long = "log.format",
@@ -107,6 +117,8 @@ pub struct IndexerConfig {
     pub grpc_listen: SocketAddr,
     pub health_listen: SocketAddr,
     pub dstack_socket: Option<PathBuf>,
+    /// Open Subscribe streams allowed per client address.
+    pub max_subscriptions_per_client: usize,
     pub follower: FollowerConfig,
 }
 
@@ -125,6 +137,12 @@ impl IndexerArgs {
                 message: "0 would spin on the RPC; use at least 1".into(),
             });
         }
+        if self.max_subscriptions_per_client == 0 {
+            return Err(IndexerError::Config {
+                name: "grpc.max-subscriptions-per-client",
+                message: "0 would refuse every subscription; use at least 1".into(),
+            });
+        }
         if self.factory == Address::ZERO {
             return Err(IndexerError::Config {
                 name: "factory",
@@ -138,6 +156,7 @@ impl IndexerArgs {
             grpc_listen: self.grpc_listen,
             health_listen: self.health_listen,
             dstack_socket: self.dstack_socket,
+            max_subscriptions_per_client: self.max_subscriptions_per_client,
             follower: FollowerConfig {
                 factory: self.factory,
                 start_block: self.start_block,

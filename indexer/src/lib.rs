@@ -85,7 +85,8 @@ pub async fn run(
         factory,
         Arc::clone(&connected),
         config.follower.reorg_window as u64,
-    );
+    )
+    .with_subscription_limit(config.max_subscriptions_per_client);
     let (grpc, grpc_task) = server::serve(config.grpc_listen, service, shutdown.clone()).await?;
     on_listening(Listening { grpc, health });
 

@@ -1,7 +1,8 @@
 //! The gRPC service `attestmesh.indexer.v1.Indexer` (plus gRPC health), and the one place
 //! protobuf requests become domain values and errors become gRPC statuses.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,6 +51,66 @@ pub struct Service {
     pub resend_window: u64,
     subscribers: Arc<AtomicU64>,
     next_subscription: Arc<AtomicU64>,
+    /// Open Subscribe streams per client address, and how many one may hold.
+    clients: Arc<ClientSubscriptions>,
+    max_per_client: usize,
+}
+
+/// How many Subscribe streams one client may hold unless configured otherwise.
+pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT: usize = 256;
+
+/// The open Subscribe streams of each client, by remote IP address (a client opening more
+/// connections is still one client). `None` is a transport that names no peer.
+#[derive(Debug, Default)]
+struct ClientSubscriptions {
+    open: std::sync::Mutex<HashMap<Option<IpAddr>, usize>>,
+}
+
+impl ClientSubscriptions {
+    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<Option<IpAddr>, usize>> {
+        // A panic while holding the lock leaves a valid map of counts.
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A slot for one more stream of `client`, or the number it already holds when that is
+    /// `max` or more.
+    fn reserve(
+        self: &Arc<Self>,
+        client: Option<IpAddr>,
+        max: usize,
+    ) -> Result<SubscriptionSlot, usize> {
+        let mut open = self.open();
+        let count = open.entry(client).or_default();
+        if *count >= max {
+            return Err(*count);
+        }
+        *count += 1;
+        Ok(SubscriptionSlot {
+            clients: Arc::clone(self),
+            client,
+        })
+    }
+}
+
+/// One open stream of a client; dropping it (when the stream's task ends) frees the slot.
+#[derive(Debug)]
+struct SubscriptionSlot {
+    clients: Arc<ClientSubscriptions>,
+    client: Option<IpAddr>,
+}
+
+impl Drop for SubscriptionSlot {
+    fn drop(&mut self) {
+        let mut open = self.clients.open();
+        if let Some(count) = open.get_mut(&self.client) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.client);
+            }
+        }
+    }
 }
 
 impl Service {
@@ -70,7 +131,15 @@ impl Service {
             resend_window,
             subscribers: Arc::default(),
             next_subscription: Arc::new(AtomicU64::new(1)),
+            clients: Arc::default(),
+            max_per_client: DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT,
         }
+    }
+
+    /// Allows each client (remote IP address) at most `max` open Subscribe streams (at least 1).
+    pub fn with_subscription_limit(mut self, max: usize) -> Self {
+        self.max_per_client = max.max(1);
+        self
     }
 
     /// Whether `cluster` belongs to the followed factory: known from its events, else asked of
@@ -140,6 +209,19 @@ impl Indexer for Service {
             },
             None => Start::From(request.from_block),
         };
+        // Without a limit one client could open streams (a task and a buffer each) until the
+        // indexer runs out of memory.
+        let client = peer.map(|address| address.ip().to_canonical());
+        let slot = self
+            .clients
+            .reserve(client, self.max_per_client)
+            .map_err(|open| {
+                warn!(target: LOG_TARGET, ?client, open, max = self.max_per_client, "subscription refused: the client holds the most streams allowed");
+                Status::resource_exhausted(format!(
+                    "{} already holds {open} open Subscribe streams, the most one client may hold on this indexer; close a stream you no longer read (a node needs one), or ask the operator to raise INDEXER_MAX_SUBSCRIPTIONS_PER_CLIENT",
+                    client.map_or_else(|| "this client".to_string(), |ip| ip.to_string())
+                ))
+            })?;
         let id = self.next_subscription.fetch_add(1, Ordering::Relaxed);
         info!(
             target: LOG_TARGET,
@@ -164,6 +246,8 @@ impl Indexer for Service {
             .and_then(|s| s.start_block)
             .unwrap_or(0);
         tokio::spawn(async move {
+            // Held until the stream ends.
+            let _slot = slot;
             let sent = match resume(&store, &signer, start, (window, floor), &tx, id).await {
                 Some(after) => feed(&store, filter, after, &tx).await,
                 None => 0,

@@ -328,13 +328,10 @@ impl fmt::Debug for WebhookConfig {
 }
 
 /// `scheme://host[:port]` only. Hosted RPC URLs carry their API key in the path
-/// (`.../v2/<key>`) or the query, so neither is ever logged.
+/// (`.../v2/<key>`) or the query, so neither is ever logged (the project's one redaction
+/// helper, [`attestmesh_chain::redact`]).
 pub(crate) fn loggable_url(url: &Url) -> String {
-    let host = url.host_str().unwrap_or("");
-    match url.port() {
-        Some(port) => format!("{}://{host}:{port}", url.scheme()),
-        None => format!("{}://{host}", url.scheme()),
-    }
+    attestmesh_chain::redact::url(url)
 }
 
 #[cfg(test)]

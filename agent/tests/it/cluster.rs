@@ -449,6 +449,51 @@ async fn forged_and_replayed_heartbeats_never_make_a_peer_live() {
         "only the real peer is live: {status:?}"
     );
     assert_eq!(healthz_code(&cluster.nodes[0]).await, 200);
+
+    // A flood of one refusal from one source: every datagram counted, one log line.
+    let flood = encode(
+        &wrong_key,
+        &HeartbeatBody {
+            member_id: sender_id,
+            seq: now,
+            connected: vec![1, 2],
+        },
+    );
+    let logged = |node: &ClusterNode| {
+        std::fs::read_to_string(&node.log)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("heartbeat refused") && l.contains("does not verify"))
+            .count()
+    };
+    let logged_before = logged(&cluster.nodes[0]);
+    let dropped_before = dropped_heartbeats(&cluster.nodes[0]).await;
+    let send_to = format!("{target_ip}:{HEARTBEAT_PORT}");
+    cluster.nodes[1]
+        .netns
+        .run(move || async move {
+            let socket = tokio::net::UdpSocket::bind("0.0.0.0:0").await.unwrap();
+            for _ in 0..300 {
+                socket.send_to(&flood, &send_to).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .join()
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while dropped_heartbeats(&cluster.nodes[0]).await < dropped_before + 250 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the flood was not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        logged(&cluster.nodes[0]) - logged_before,
+        0,
+        "the same refusal from the same source inside a minute is not logged again"
+    );
 }
 
 async fn dropped_heartbeats(node: &ClusterNode) -> u64 {

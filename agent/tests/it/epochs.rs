@@ -16,7 +16,7 @@ use crate::cluster::{healthy, healthz_code, prepare, start, wait_for_status, wai
 use crate::harness::DEADLINE;
 
 /// Sends an owner transaction to the cluster.
-async fn owner_call(cluster: &Cluster, what: &str, data: Vec<u8>) {
+pub async fn owner_call(cluster: &Cluster, what: &str, data: Vec<u8>) {
     cluster
         .stack
         .chain

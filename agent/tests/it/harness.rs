@@ -83,7 +83,7 @@ pub fn agent_config(
     let n = &stack.nodes[node];
     AgentArgs {
         dstack_socket: Some(n.dstack_socket.clone()),
-        chain_rpc_url: Some(chain_rpc.unwrap_or(stack.chain.rpc_url()).clone()),
+        chain_rpc_url: vec![chain_rpc.unwrap_or(stack.chain.rpc_url()).to_string()],
         chain_id: Some(stack.config.chain.chain_id),
         bundler_url: Some(stack.bundler_url().clone()),
         gas_manager_url: Some(stack.gas_manager.url().clone()),

@@ -5,8 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agent;
+mod chain_view;
 mod cluster;
+mod convergence;
 mod epochs;
 mod faults;
+mod grpcio;
 mod harness;
 mod mesh;
+mod secrets;

@@ -11,10 +11,13 @@
 use crate::harness::init_logs;
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use attestmesh_agent::mesh::{
-    Mesh, MeshConfig, MeshHandle, PeerConfig, PeerStats, TlsIdentity, transport_client_config,
+    Mesh, MeshConfig, MeshHandle, PeerConfig, PeerStats, TlsIdentity, gateway_sni,
+    transport_client_config,
 };
 use attestmesh_devnet::gateway::{GatewayConfig, GatewayEmulator, GatewayHandle};
 use attestmesh_devnet::netns::{self, Netns, NsTask};
@@ -613,6 +616,160 @@ async fn a_restarted_node_keeps_its_fingerprint_and_its_peer_reconnects_unchange
     echo(&one, two.app_addr(), 64 * 1024).await.unwrap();
 
     drop(echo_two);
+    one.stop().await;
+    two.stop().await;
+}
+
+/// Stalled TLS handshakes for one node, arriving through the gateway as an attacker's would
+/// (the gateway route is public, and every connection reaches the node from the gateway's
+/// address): each connection sends a complete ClientHello for the node's gateway name, so the
+/// gateway passes it through and the node's TLS handshake starts, then nothing more; it is held
+/// open until the flood stops. Paced at `rate` a second, at most `max` in all. Dropping the
+/// flood closes every connection.
+struct Flood {
+    sent: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Flood {
+    fn start(gateway: &GatewayHandle, target: &Node, rate: u32, max: usize) -> Self {
+        // The gateway listens on every interface; the flood stays on loopback.
+        let via = SocketAddr::from((Ipv4Addr::LOCALHOST, gateway.local_addr().port()));
+        let sni = gateway_sni(&app_id(target.index), TRANSPORT_PORT, gateway.domain());
+        let tls = transport_client_config(target.peer.tls_fingerprint).unwrap();
+        let mut client = rustls::ClientConnection::new(tls, ServerName::try_from(sni).unwrap())
+            .expect("a TLS client for the ClientHello");
+        let mut hello = Vec::new();
+        client.write_tls(&mut hello).unwrap();
+        let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (sent_by_task, failed_by_task) = (Arc::clone(&sent), Arc::clone(&failed));
+        let task = tokio::spawn(async move {
+            let mut held = Vec::with_capacity(max);
+            let mut pace = tokio::time::interval(Duration::from_secs(1) / rate);
+            pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while held.len() + failed_by_task.load(Ordering::Relaxed) < max {
+                pace.tick().await;
+                let opened = async {
+                    let mut tcp = timeout(CONNECT, TcpStream::connect(via)).await??;
+                    tcp.write_all(&hello).await?;
+                    Ok::<_, std::io::Error>(tcp)
+                };
+                match timeout(CONNECT, opened).await {
+                    Ok(Ok(tcp)) => {
+                        held.push(tcp);
+                        sent_by_task.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        failed_by_task.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            // Keep the last ones stalled until the test stops the flood.
+            std::future::pending::<()>().await;
+        });
+        Self { sent, failed, task }
+    }
+
+    /// Stalled handshakes opened so far.
+    fn sent(&self) -> usize {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Connections to the gateway that could not be opened (they would make the flood weaker
+    /// than it claims).
+    fn failed(&self) -> usize {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        // Ending the task drops every held connection.
+        self.task.abort();
+    }
+}
+
+/// Issue 16.3 regression: the listener used to hold at most 64 unidentified connections for up
+/// to 10 s and refuse new ones while full, so a few stalled TLS handshakes a second through
+/// the public gateway route kept every peer out. Now the oldest unidentified connection makes
+/// room for a new one: with hundreds of stalled handshakes arriving through the gateway (100 a
+/// second, every one held open), node 1 still connects to node 2, completes the WireGuard
+/// handshake and carries app traffic within seconds, while the flood goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_joins_and_carries_traffic_while_hundreds_of_stalled_handshakes_arrive() {
+    /// Stalled handshakes a second: fifteen times what filled the old listener for good.
+    const RATE: u32 = 100;
+    /// Upper bound of the flood (20 s at that rate); the test stops it long before.
+    const MAX: usize = 2_000;
+    /// Sent before the peers are configured: the listener is full of them by then.
+    const BEFORE_JOIN: usize = 300;
+    /// How long the peer may take to join through the flood (without a flood: milliseconds).
+    const JOIN_WITHIN: Duration = Duration::from_secs(5);
+
+    require_root();
+    let gateway = gateway().await;
+    let one = Node::start(&gateway, 1).await;
+    let two = Node::start(&gateway, 2).await;
+    let echo_one = echo_server(&one).await;
+    let echo_two = echo_server(&two).await;
+    // Node 1 dials node 2 (lower mesh IP): node 2's listener is the one flooded.
+    let flood = Flood::start(&gateway, &two, RATE, MAX);
+    wait_until(&format!("{BEFORE_JOIN} stalled handshakes sent"), || {
+        flood.sent() >= BEFORE_JOIN
+    })
+    .await;
+
+    let joining = Instant::now();
+    set_peers(&one, &[&two]).await;
+    set_peers(&two, &[&one]).await;
+    while !(one.tunnel_up(&two) && two.tunnel_up(&one)) {
+        assert!(
+            joining.elapsed() < JOIN_WITHIN,
+            "node 1 did not get through to node 2 within {JOIN_WITHIN:?} while {} stalled handshakes arrived ({} failed to open); node 2's listener: {:?}; node 1's view: {:?}",
+            flood.sent(),
+            flood.failed(),
+            two.handle.accept_stats(),
+            one.stats_for(&two),
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    let joined_after = joining.elapsed();
+    let sent_at_join = flood.sent();
+    echo(&one, two.app_addr(), 64 * 1024).await.unwrap();
+    echo(&two, one.app_addr(), 64 * 1024).await.unwrap();
+    // A hundred more stalled handshakes later, the same connection still carries traffic: an
+    // identified connection is no longer the listener's to evict.
+    wait_until("a hundred more stalled handshakes sent", || {
+        flood.sent() >= sent_at_join + 100
+    })
+    .await;
+    assert!(one.tunnel_up(&two) && two.tunnel_up(&one));
+    assert_eq!((one.connects_to(&two), two.connects_to(&one)), (1, 1));
+    echo(&one, two.app_addr(), 64 * 1024).await.unwrap();
+    let sent = flood.sent();
+    assert!(
+        sent < MAX && !flood.task.is_finished(),
+        "the flood was still arriving when the peer joined and carried traffic ({sent} sent)"
+    );
+    assert_eq!(
+        flood.failed(),
+        0,
+        "every stalled handshake reached the gateway"
+    );
+    let stats = two.handle.accept_stats();
+    eprintln!(
+        "joined {joined_after:?} after the peers were set, with {sent_at_join} stalled handshakes sent ({sent} by the end); node 2's listener: {stats:?}"
+    );
+    // At least what arrived before the join beyond the listener's 64 places was evicted.
+    assert!(
+        stats.evicted >= (BEFORE_JOIN - 64) as u64,
+        "the flood filled node 2's listener, which made room by eviction: {stats:?}"
+    );
+    assert!(stats.identified >= 1, "{stats:?}");
+
+    drop(flood);
+    drop((echo_one, echo_two));
     one.stop().await;
     two.stop().await;
 }

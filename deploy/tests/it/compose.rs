@@ -144,6 +144,20 @@ fn compose_file_wires_the_sidecar_and_names_every_setting() {
         env.get("ATTESTMESH_CHAIN_ID").and_then(Value::as_u64),
         Some(8453)
     );
+    // The chain RPC hosts are attested (written literally); only keys come from secrets, and
+    // there are enough independent endpoints for a majority to outvote one liar.
+    let rpc = env
+        .get("ATTESTMESH_CHAIN_RPC_URL")
+        .and_then(Value::as_str)
+        .expect("chain RPC endpoints");
+    let urls: Vec<&str> = rpc.split(',').collect();
+    assert!(urls.len() >= 3, "at least three endpoints: {rpc}");
+    for url in &urls {
+        assert!(!url.contains("${"), "no whole URL from a secret: {url}");
+        let secret = |name: &str| Some(format!("key-of-{name}"));
+        let resolved = cluster_mesh_agent_url(url, secret);
+        assert!(resolved.is_ok(), "{url}: {resolved:?}");
+    }
     assert_eq!(
         env.get("ATTESTMESH_LOG_FORMAT").and_then(Value::as_str),
         Some("json")
@@ -152,6 +166,13 @@ fn compose_file_wires_the_sidecar_and_names_every_setting() {
         known.contains("ATTESTMESH_CLUSTER"),
         "optional ATTESTMESH_CLUSTER is documented"
     );
+}
+
+fn cluster_mesh_agent_url(
+    template: &str,
+    secret: impl Fn(&str) -> Option<String>,
+) -> Result<url::Url, String> {
+    attestmesh_agent::config::rpc_url_from_template(template, secret).map_err(|e| e.to_string())
 }
 
 #[test]

@@ -122,7 +122,7 @@ impl Node {
         let socket = dir.join(format!("{name}.agent.sock"));
         let config = AgentArgs {
             dstack_socket: Some(dstack_socket),
-            chain_rpc_url: Some(stack.chain.rpc_url().clone()),
+            chain_rpc_url: vec![stack.chain.rpc_url().to_string()],
             chain_id: Some(8453),
             bundler_url: Some(stack.bundler_url().clone()),
             gas_manager_url: Some(gas_manager.url().clone()),

@@ -69,7 +69,7 @@ pub(crate) fn spawn_client(
     tokio::spawn(indexer_client::run(
         config,
         Arc::clone(&stats),
-        world.reader.clone(),
+        attestmesh_chain::ChainView::new(vec![world.reader.clone()], 1).unwrap(),
         cluster,
         tx,
         shutdown.clone(),
@@ -315,13 +315,13 @@ async fn with_the_indexer_down_polling_carries_intake_then_a_restarted_indexer_i
     tokio::spawn(indexer_client::run(
         test_config(),
         Arc::clone(&stats),
-        world.reader.clone(),
+        attestmesh_chain::ChainView::new(vec![world.reader.clone()], 1).unwrap(),
         cluster,
         push_tx,
         shutdown.clone(),
     ));
     let poller = tokio::spawn(attestmesh_agent::intake::poll(
-        world.reader.clone(),
+        attestmesh_chain::ChainView::new(vec![world.reader.clone()], 1).unwrap(),
         PollConfig {
             cluster,
             self_member_id: bob.id,
@@ -528,7 +528,7 @@ async fn push_latency_is_reported_against_the_agents_polling_interval() {
     let poll_interval = Duration::from_secs(2);
     let (poll_tx, mut poll_rx) = mpsc::channel(1024);
     let poller = tokio::spawn(attestmesh_agent::intake::poll(
-        world.reader.clone(),
+        attestmesh_chain::ChainView::new(vec![world.reader.clone()], 1).unwrap(),
         PollConfig {
             cluster,
             self_member_id: bob.id,

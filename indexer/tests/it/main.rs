@@ -8,4 +8,5 @@
 mod catch_up;
 mod client;
 mod harness;
+mod limits;
 mod reorg;
