@@ -141,12 +141,17 @@ impl From<QuorumError> for PollError {
     }
 }
 
-/// The hash of block `number`, as a quorum of endpoints agrees.
-async fn agreed_hash(view: &ChainView, number: u64) -> Result<B256, QuorumError> {
+/// The hash of block `number` as a quorum of endpoints has it now, read at their agreed head:
+/// `None` when they agree the block is gone (a reorg or revert took the chain below it). Reading
+/// at `number` itself would fail for a block that no longer exists, and the reorg would never
+/// be noticed.
+async fn agreed_hash(view: &ChainView, number: u64) -> Result<Option<B256>, QuorumError> {
     Ok(view
-        .read_at("a block hash", number, |_, _| async { Ok(()) })
+        .read("an applied block's hash", |endpoint, _| async move {
+            attestmesh_chain::block_hash(&endpoint, number).await
+        })
         .await?
-        .hash)
+        .value)
 }
 
 async fn poll_once(
@@ -159,7 +164,7 @@ async fn poll_once(
     events: &mpsc::Sender<IntakeEvent>,
 ) -> Result<(), PollError> {
     if let Some((number, hash)) = *checkpoint
-        && agreed_hash(view, number).await? != hash
+        && agreed_hash(view, number).await? != Some(hash)
     {
         // Re-read a window below the changed block; the consumer de-duplicates.
         let from = number

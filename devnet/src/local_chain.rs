@@ -178,8 +178,14 @@ impl LocalChain {
             ChainClient::connect_with_signer(&rpc_url, operator.clone(), Some(config.chain_id))
                 .await?;
         place_entry_point(&client).await?;
-        let deployment =
-            deploy_contracts(&rpc_url, &operator, sponsor.address(), anvil.port()).await?;
+        let deployment = deploy_contracts(
+            &rpc_url,
+            &operator,
+            sponsor.address(),
+            anvil.port(),
+            config.block_time.is_none(),
+        )
+        .await?;
         info!(
             target: "attestmesh::devnet",
             factory = %deployment.cluster_factory,
@@ -376,6 +382,7 @@ async fn deploy_contracts(
     operator: &PrivateKeySigner,
     sponsor: Address,
     port: u16,
+    instant_mining: bool,
 ) -> Result<Deployment> {
     let root = project_root();
     // forge may only write under deployments/ (foundry.toml fs_permissions); test-* is git-ignored.
@@ -404,6 +411,12 @@ async fn deploy_contracts(
             &key,
             "--broadcast",
         ])
+        // With instant mining, forge's concurrent sends can reach anvil out of nonce order; anvil
+        // then mines the first and leaves the later ones queued for ever (seen under CI load: 11
+        // transactions queued behind a nonce already mined, the devnet never up). `--slow` sends
+        // each after the previous one's receipt. At a block interval the order does not matter
+        // and one block holds them all.
+        .args(instant_mining.then_some("--slow"))
         .env("DEPLOYMENTS_FILE", &relative)
         .env("SPONSOR_SIGNER", sponsor.to_string())
         .env(
