@@ -116,6 +116,7 @@ pub async fn poll(
             &mut next_block,
             &mut checkpoint,
             &events,
+            &metrics,
         )
         .await
         {
@@ -141,6 +142,27 @@ impl From<QuorumError> for PollError {
     }
 }
 
+/// Sends the events of `logs` in order. Every log was asked for by topic, so one that does not
+/// decode (no block or transaction fields, malformed data) is an anomaly: it is counted
+/// (`attestmesh_agent_messages_dropped_total{reason="undecodable_log"}`) and logged, never
+/// skipped silently.
+async fn forward(
+    logs: &[Log],
+    events: &mpsc::Sender<IntakeEvent>,
+    metrics: &Metrics,
+) -> Result<(), PollError> {
+    for log in logs {
+        match decode_log(log) {
+            Some(event) => events.send(event).await.map_err(|_| PollError::Closed)?,
+            None => {
+                metrics.dropped("undecodable_log");
+                warn!(target: CHAIN, block = ?log.block_number, tx = ?log.transaction_hash, log_index = ?log.log_index, topic = ?log.topic0(), "a cluster log the node asked for does not decode (missing provenance or malformed data); skipped");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The hash of block `number` as a quorum of endpoints has it now, read at their agreed head:
 /// `None` when they agree the block is gone (a reorg or revert took the chain below it). Reading
 /// at `number` itself would fail for a block that no longer exists, and the reorg would never
@@ -154,6 +176,7 @@ async fn agreed_hash(view: &ChainView, number: u64) -> Result<Option<B256>, Quor
         .value)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn poll_once(
     view: &ChainView,
     config: &PollConfig,
@@ -162,6 +185,7 @@ async fn poll_once(
     next_block: &mut u64,
     checkpoint: &mut Option<(u64, B256)>,
     events: &mpsc::Sender<IntakeEvent>,
+    metrics: &Metrics,
 ) -> Result<(), PollError> {
     if let Some((number, hash)) = *checkpoint
         && agreed_hash(view, number).await? != Some(hash)
@@ -197,11 +221,72 @@ async fn poll_once(
             })
             .await?;
         debug!(target: CHAIN, from = *next_block, to, logs = agreed.value.len(), "polled cluster logs");
-        for event in agreed.value.iter().filter_map(decode_log) {
-            events.send(event).await.map_err(|_| PollError::Closed)?;
-        }
+        forward(&agreed.value, events, metrics).await?;
         *checkpoint = Some((to, agreed.hash));
         *next_block = to + 1;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message_log(data: Vec<u8>, with_provenance: bool) -> Log {
+        let inner = alloy::primitives::Log::new_unchecked(
+            Address::repeat_byte(1),
+            vec![
+                Cluster::MessageSent::SIGNATURE_HASH,
+                B256::from(alloy::primitives::U256::from(2)),
+                B256::from(alloy::primitives::U256::from(3)),
+                B256::repeat_byte(4),
+            ],
+            data.into(),
+        );
+        Log {
+            inner,
+            block_hash: with_provenance.then(|| B256::repeat_byte(5)),
+            block_number: with_provenance.then_some(7),
+            block_timestamp: None,
+            transaction_hash: with_provenance.then(|| B256::repeat_byte(6)),
+            transaction_index: Some(0),
+            log_index: with_provenance.then_some(0),
+            removed: false,
+        }
+    }
+
+    /// A log without provenance or with data that does not decode is counted and skipped; the
+    /// good ones around it are delivered in order.
+    #[tokio::test]
+    async fn undecodable_logs_are_counted_not_dropped_silently() {
+        let good = Cluster::MessageSent {
+            recipientMemberId: 2,
+            senderMemberId: 3,
+            envelopeId: B256::repeat_byte(4),
+            ciphertext: vec![1, 2, 3].into(),
+        }
+        .encode_data();
+        let logs = vec![
+            message_log(good.clone(), true),
+            message_log(vec![0xff; 5], true),
+            message_log(good.clone(), false),
+            message_log(good, true),
+        ];
+        let (tx, mut rx) = mpsc::channel(8);
+        let metrics = Metrics::new();
+        assert!(forward(&logs, &tx, &metrics).await.is_ok());
+        drop(tx);
+        let mut delivered = 0;
+        while rx.recv().await.is_some() {
+            delivered += 1;
+        }
+        assert_eq!(delivered, 2);
+        assert_eq!(
+            metrics
+                .messages_dropped
+                .get_or_create(&vec![("reason".to_string(), "undecodable_log".to_string())])
+                .get(),
+            2
+        );
+    }
 }

@@ -717,15 +717,24 @@ async fn the_demo_exits_ok_once_healthy_and_cleans_up() {
 
 /// Namespaces named after this process (nextest runs each test in its own process, so other
 /// tests' namespaces never count).
+/// The namespaces this test process created that still exist. `/run/netns` missing means none
+/// exist; any other failure to read it fails the test (an unreadable directory must not read as
+/// "nothing leaked").
 fn namespaces_of_this_process() -> Vec<String> {
     let ours = format!("am{:x}-", std::process::id());
-    std::fs::read_dir("/run/netns")
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|name| name.starts_with(&ours))
-                .collect()
+    let entries = match std::fs::read_dir("/run/netns") {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(error) => panic!("cannot read /run/netns to check for leaked namespaces: {error}"),
+    };
+    entries
+        .map(|entry| {
+            entry
+                .expect("a /run/netns entry reads")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
         })
-        .unwrap_or_default()
+        .filter(|name| name.starts_with(&ours))
+        .collect()
 }

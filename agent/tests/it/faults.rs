@@ -69,7 +69,10 @@ impl FaultyDevnet {
         }
     }
 
-    /// Every active member's account: the node appears once.
+    /// The node appears once among the members, and exactly one operation ran on its
+    /// registration nonce key: re-registering the same identity is a no-op on chain, so the
+    /// member count alone would stay 1 even if the agent had sent `register` twice; the
+    /// EntryPoint's nonce counts the operations that actually executed.
     async fn assert_registered_once(&self) {
         let account = self.stack.nodes[0].account;
         let operator = self.stack.chain.operator_client();
@@ -84,6 +87,19 @@ impl FaultyDevnet {
             ids,
             BTreeSet::from([member.id]),
             "exactly one member, the node's: {members:?}"
+        );
+        let executed = operator
+            .entry_point_nonce(
+                attestmesh_bindings::ENTRY_POINT_V07,
+                account,
+                alloy::primitives::aliases::U192::ZERO,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            executed,
+            alloy::primitives::U256::from(1),
+            "exactly one operation executed on the registration nonce key"
         );
     }
 }
