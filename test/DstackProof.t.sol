@@ -167,6 +167,7 @@ contract DstackProofTest is ClusterFixture {
 
     /// @notice Any change to any byte of a valid proof is rejected (or, for the app id, changes
     ///         the KMS root it proves, which the allowlist then refuses).
+    /// forge-config: default.fuzz.runs = 1024
     function testFuzz_verifyDstackProof_anyByteFlipRejected(
         uint256 fieldSeed,
         uint256 indexSeed,
@@ -177,14 +178,17 @@ contract DstackProofTest is ClusterFixture {
         DstackProof memory p = proofFor(n);
         address root = vm.addr(KMS_ROOT_KEY);
         uint256 field = bound(fieldSeed, 0, 6);
+        // A signature's v byte moved between {0,1} and {27,28} is the same signature (field note
+        // 3): the proof must still verify to the real root.
+        bool sameSignature;
         if (field == 0) {
             p.messageHash ^= bytes32(uint256(xorMask) << (8 * bound(indexSeed, 0, 31)));
         } else if (field == 1) {
-            _flip(p.messageSignature, indexSeed, xorMask);
+            sameSignature = _flip(p.messageSignature, indexSeed, xorMask);
         } else if (field == 2) {
-            _flip(p.appSignature, indexSeed, xorMask);
+            sameSignature = _flip(p.appSignature, indexSeed, xorMask);
         } else if (field == 3) {
-            _flip(p.kmsSignature, indexSeed, xorMask);
+            sameSignature = _flip(p.kmsSignature, indexSeed, xorMask);
         } else if (field == 4) {
             _flip(p.derivedPublicKey, indexSeed, xorMask);
         } else if (field == 5) {
@@ -194,6 +198,11 @@ contract DstackProofTest is ClusterFixture {
             _flip(purpose, indexSeed, xorMask);
             p.purpose = string(purpose);
         }
+        if (sameSignature) {
+            (, address sameRoot) = IRegistrationFacet(cluster).verifyDstackProof(p);
+            vm.assertEq(sameRoot, root, "v in {27,28} is the same signature as v in {0,1}");
+            return;
+        }
         try IRegistrationFacet(cluster).verifyDstackProof(p) returns (address, address gotRoot) {
             // A flip in the KMS signature can still recover *some* key, never the real root.
             vm.assertTrue(field == 3 && gotRoot != root, "a tampered proof verified to the real root");
@@ -202,6 +211,17 @@ contract DstackProofTest is ClusterFixture {
                 bytes4(reason), IRegistrationFacet.InvalidDstackProof.selector, "rejected as invalid proof"
             );
         }
+    }
+
+    /// @notice The oracle's blind spot, pinned: the v flips that keep the signature the same.
+    function test_verifyDstackProof_vMovedTo27Or28IsTheSameSignature() public {
+        Node memory n = addNode("node-v");
+        DstackProof memory p = proofFor(n);
+        uint8 v = uint8(p.messageSignature[64]);
+        // 0 <-> 27 and 1 <-> 28 (xor 0x1b / 0x1d from {0,1}): the masks the fuzzer would have to draw.
+        p.messageSignature[64] = bytes1(v < 27 ? v + 27 : v - 27);
+        (, address gotRoot) = IRegistrationFacet(cluster).verifyDstackProof(p);
+        vm.assertEq(gotRoot, vm.addr(KMS_ROOT_KEY), "same signature, same root");
     }
 
     /// @notice Changing the app id keeps the signatures but moves the KMS root they prove.
@@ -220,8 +240,19 @@ contract DstackProofTest is ClusterFixture {
         IRegistrationFacet(cluster).verifyDstackProof(p);
     }
 
-    function _flip(bytes memory data, uint256 indexSeed, uint8 xorMask) private pure {
+    /// @return sameSignature True when the flip only moved a 65-byte signature's v between {0,1}
+    ///         and {27,28} (the same signature).
+    function _flip(bytes memory data, uint256 indexSeed, uint8 xorMask)
+        private
+        pure
+        returns (bool sameSignature)
+    {
         uint256 i = bound(indexSeed, 0, data.length - 1);
-        data[i] = bytes1(uint8(data[i]) ^ xorMask);
+        uint8 before = uint8(data[i]);
+        data[i] = bytes1(before ^ xorMask);
+        uint8 afterFlip = uint8(data[i]);
+        sameSignature = data.length == 65 && i == 64
+            && ((before < 2 && afterFlip == before + 27)
+                || (before >= 27 && before <= 28 && afterFlip == before - 27));
     }
 }
