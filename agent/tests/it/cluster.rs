@@ -44,10 +44,15 @@ pub async fn prepare_with(config: StackConfig, dir: &Path, count: usize) -> Clus
         .expect("the cluster is prepared")
 }
 
+/// How long a whole cluster may take to become healthy: inside nextest's 300 s kill
+/// (`.config/nextest.toml`), so a cluster that never makes it fails with its diagnostics instead
+/// of being killed without them.
+const HEALTHY_WITHIN: Duration = Duration::from_secs(270);
+
 /// Waits until every node is healthy; phase changes go to the test's output.
 pub async fn healthy(cluster: &mut Cluster) -> Duration {
     cluster
-        .wait_all_healthy(DEADLINE * 2, |view| {
+        .wait_all_healthy(HEALTHY_WITHIN, |view| {
             eprintln!("{}: {} {:?}", view.name, view.phase(), view.status)
         })
         .await
