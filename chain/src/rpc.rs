@@ -211,8 +211,16 @@ impl RpcClient {
                 error,
             });
         }
+        // A reply with neither `result` nor `error` answers nothing: reading it as `null` made a
+        // broken bundler look like "no receipt yet" until the wait timed out.
+        let Some(result) = response.result else {
+            debug!(target: RPC, service = self.service, id, method, elapsed_ms, "reply without result or error");
+            return Err(malformed(format!(
+                "the reply has neither a result nor an error: {}",
+                truncate(&body, 300)
+            )));
+        };
         debug!(target: RPC, service = self.service, id, method, elapsed_ms, "result");
-        let result = response.result.unwrap_or(serde_json::Value::Null);
         serde_json::from_value(result.clone()).map_err(|e| {
             malformed(format!(
                 "unexpected result ({e}): {}",
@@ -374,5 +382,52 @@ mod tests {
             "{}",
             texts[0]
         );
+    }
+
+    /// Serves `body` as the HTTP 200 answer to every request on a port of its own.
+    async fn answering(body: &'static str) -> Url {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = vec![0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+            }
+        });
+        url.parse().unwrap()
+    }
+
+    /// Regression (issue 17): a reply with neither `result` nor `error` was read as `null`, so a
+    /// broken bundler's answer to `eth_getUserOperationReceipt` looked like "no receipt yet".
+    #[tokio::test]
+    async fn a_reply_without_result_or_error_is_malformed_while_null_is_an_answer() {
+        let silent =
+            RpcClient::new("bundler", answering(r#"{"jsonrpc":"2.0","id":1}"#).await).unwrap();
+        let error = silent
+            .call::<_, Option<serde_json::Value>>("eth_getUserOperationReceipt", ["0x01"])
+            .await
+            .unwrap_err();
+        assert!(matches!(error, RpcError::Malformed { .. }), "{error}");
+        assert!(
+            error.to_string().contains("neither a result nor an error"),
+            "{error}"
+        );
+
+        let null = RpcClient::new(
+            "bundler",
+            answering(r#"{"jsonrpc":"2.0","id":1,"result":null}"#).await,
+        )
+        .unwrap();
+        let answer = null
+            .call::<_, Option<serde_json::Value>>("eth_getUserOperationReceipt", ["0x01"])
+            .await
+            .unwrap();
+        assert_eq!(answer, None);
     }
 }

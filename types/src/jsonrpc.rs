@@ -29,10 +29,22 @@ impl Request {
 pub struct Response {
     pub jsonrpc: String,
     pub id: Value,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `Some(Value::Null)` for `"result": null` (a valid answer: "no receipt yet"), `None` when
+    /// the member is absent, which is no answer at all and must not be read as `null`.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub result: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorObject>,
+}
+
+/// Deserializes a member that is present, `null` included, as `Some`; serde's `default` leaves an
+/// absent one `None`.
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
 }
 
 impl Response {
