@@ -18,9 +18,8 @@ use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-/// The dstack GetKey test vector, kept once in the dstack crate's fixtures.
-pub const VECTOR_JSON: &str =
-    include_str!("../../../dstack/tests/fixtures/dstack-getkey-simulator.json");
+/// The dstack GetKey test vector, kept once in test/vectors/ (see dstack/tests/it/main.rs).
+pub const VECTOR_JSON: &str = include_str!("../../../test/vectors/dstack-getkey-simulator.json");
 
 /// One raw HTTP/1.1 request over a unix socket, without the project's client, so the tests see
 /// exactly what goes over the wire. Returns the status code and the body parsed as JSON.

@@ -2,6 +2,7 @@
 //! real unix sockets.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use attestmesh_devnet::dstack_simulator::{
@@ -272,4 +273,74 @@ async fn silent_agent_times_out_with_a_clear_error() {
         ),
         "{err:?}"
     );
+}
+
+/// The client against a reply it did not make: the vector's `/GetKey` answer, in the real guest
+/// agent's format and signed by dstack's public simulator fixture (not by our simulator), served
+/// byte for byte. The client must send the request the guest agent reads and verify the answer
+/// to the fixture's KMS root.
+#[tokio::test]
+async fn get_key_reads_a_reply_of_the_real_guest_agent_format() {
+    let v = crate::vector();
+    let json: serde_json::Value = serde_json::from_str(crate::VECTOR_JSON).unwrap();
+    let reply: &'static str = Box::leak(json["response"].to_string().into_boxed_str());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("guest-agent.sock");
+    let requests = recording_agent(&path, reply);
+
+    let response = DstackClient::new(Endpoint::Unix(path))
+        .get_key(&v.path, &v.purpose)
+        .await
+        .unwrap();
+
+    let request = requests
+        .lock()
+        .unwrap()
+        .pop()
+        .expect("the client sent a request");
+    let (head, body) = request.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("POST /GetKey HTTP/1.1\r\n"), "{head}");
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({ "path": v.path, "purpose": v.purpose })
+    );
+    assert_eq!(response.key.as_bytes(), &v.key);
+    let recovered = response.recover_chain(&v.app_id, &v.purpose).unwrap();
+    assert_eq!(
+        hex::encode(recovered.kms_root.compressed()),
+        v.expect("kms_root_pubkey_compressed")
+    );
+    assert_eq!(
+        recovered.derived.address().to_string(),
+        v.expect("derived_address")
+    );
+}
+
+/// A fake agent that answers every request with 200 and `body`, and keeps each request's text.
+fn recording_agent(path: &Path, body: &'static str) -> Arc<Mutex<Vec<String>>> {
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let listener = UnixListener::bind(path).unwrap();
+    let seen = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request_complete(&request) {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            seen.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&request).into_owned());
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        }
+    });
+    requests
 }

@@ -5,10 +5,13 @@
 
 mod client;
 mod discovery;
+mod one_client;
 mod vector;
 
-/// The dstack GetKey test vector (copied from shared/vectors/dstack-getkey-simulator.json).
-pub const VECTOR_JSON: &str = include_str!("../fixtures/dstack-getkey-simulator.json");
+/// The dstack GetKey test vector: a reply in the real guest agent's format built from dstack's
+/// public simulator fixture, not by our simulator (its "about" says how). One copy, in
+/// test/vectors/, which the Solidity verifier's tests read too.
+pub const VECTOR_JSON: &str = include_str!("../../../test/vectors/dstack-getkey-simulator.json");
 
 /// The vector, parsed into bytes.
 #[derive(Debug)]
