@@ -73,13 +73,14 @@ pub async fn serve_health(
     health: Health,
     metrics: Metrics,
     shutdown: Shutdown,
-) -> Result<JoinHandle<()>, ApiError> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|source| ApiError::Listen {
-            address: listen.to_string(),
-            source,
-        })?;
+) -> Result<(JoinHandle<()>, SocketAddr), ApiError> {
+    let listen_error = |source| ApiError::Listen {
+        address: listen.to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(listen).await.map_err(listen_error)?;
+    // Port 0 lets the system pick: the bound address is the one to report and log.
+    let listen = listener.local_addr().map_err(listen_error)?;
     let listener = OffMesh {
         listener,
         routes: Routes::system(),
@@ -90,14 +91,15 @@ pub async fn serve_health(
         .route("/status", get(status))
         .route("/metrics", get(metrics_text))
         .with_state(HealthState { health, metrics });
-    Ok(tokio::spawn(async move {
+    let server = tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await
         {
             warn!(target: API, %error, "health endpoint stopped");
         }
-    }))
+    });
+    Ok((server, listen))
 }
 
 async fn healthz(State(state): State<HealthState>) -> Response {

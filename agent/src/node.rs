@@ -1,5 +1,6 @@
 //! The node: boots the subsystems in the seed's order and owns what they share.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,16 +61,27 @@ pub struct PeerLiveness {
 
 /// Runs the agent until `shutdown` is cancelled.
 pub async fn run(config: AgentConfig, shutdown: Shutdown) -> eyre::Result<()> {
+    run_reporting(config, shutdown, |_| {}).await
+}
+
+/// [`run`], calling `on_health_listening` with the health endpoint's bound address once it
+/// listens (what a `--health.listen` with port 0 was given).
+pub async fn run_reporting(
+    config: AgentConfig,
+    shutdown: Shutdown,
+    on_health_listening: impl FnOnce(SocketAddr),
+) -> eyre::Result<()> {
     let health = Health::new();
     let metrics = Metrics::new();
     metrics.set_phase(Phase::Booting);
-    let health_server = crate::api::serve_health(
+    let (health_server, health_listen) = crate::api::serve_health(
         config.health_listen,
         health.clone(),
         metrics.clone(),
         shutdown.clone(),
     )
     .await?;
+    on_health_listening(health_listen);
 
     let backoff = Backoff::default();
     let (dstack, identity) = retry(

@@ -41,6 +41,46 @@ pub enum AltoError {
     Url(String),
 }
 
+/// How long alto may take to listen and serve EntryPoint v0.7.
+const READY_WITHIN: Duration = Duration::from_secs(60);
+
+/// The port in alto's "Server listening at http://0.0.0.0:<port>" line (its server picked it:
+/// a port found free beforehand and handed over can be taken by then under parallel tests).
+async fn listening_port(
+    log: &std::path::Path,
+    deadline: tokio::time::Instant,
+) -> Result<u16, AltoError> {
+    const MARK: &str = "Server listening at http://";
+    loop {
+        // The log was created before alto started: failing to read it is a real failure.
+        let text = std::fs::read_to_string(log).map_err(|source| AltoError::Spawn {
+            path: log.to_path_buf(),
+            source,
+        })?;
+        let port = text.lines().find_map(|line| {
+            let address = &line[line.find(MARK)? + MARK.len()..];
+            let digits: String = address
+                .rsplit_once(':')?
+                .1
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse::<u16>().ok()
+        });
+        if let Some(port) = port {
+            return Ok(port);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(AltoError::NotReady {
+                url: "(no \"Server listening at\" line yet)".to_string(),
+                seconds: READY_WITHIN.as_secs(),
+                log: log.display().to_string(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A running alto; dropping it kills the process.
 #[derive(Debug)]
 pub struct Alto {
@@ -50,7 +90,7 @@ pub struct Alto {
 }
 
 impl Alto {
-    /// Starts alto on `port` against `rpc_url`, bundling with the `executors` (funded on the
+    /// Starts alto on `port` (0: a port alto's server picks, read from its log) against `rpc_url`, bundling with the `executors` (funded on the
     /// chain) and `utility` keys, and waits until it serves EntryPoint v0.7. alto keeps one
     /// bundle transaction in flight per executor, so with one executor at 2 s blocks every
     /// operation that arrives while a bundle is pending waits a block more: give it several.
@@ -62,7 +102,10 @@ impl Alto {
         log_dir: &std::path::Path,
     ) -> Result<Self, AltoError> {
         let path = project_root().join("node_modules/@pimlico/alto/esm/cli/alto.js");
-        let log = log_dir.join(format!("alto-{port}.log"));
+        let log = log_dir.join(match port {
+            0 => "alto.log".to_string(),
+            port => format!("alto-{port}.log"),
+        });
         let log_file = std::fs::File::create(&log).map_err(|source| AltoError::Spawn {
             path: log.clone(),
             source,
@@ -95,11 +138,16 @@ impl Alto {
                 path: path.clone(),
                 source,
             })?;
+        let deadline = tokio::time::Instant::now() + READY_WITHIN;
+        let port = match port {
+            0 => listening_port(&log, deadline).await?,
+            port => port,
+        };
         let url: Url = format!("http://127.0.0.1:{port}")
             .parse()
             .map_err(|e| AltoError::Url(format!("{e}")))?;
         let alto = Self { child, url, log };
-        alto.wait_ready(Duration::from_secs(60)).await?;
+        alto.wait_ready(deadline).await?;
         info!(target: "attestmesh::devnet", url = %alto.url, "alto bundler ready");
         Ok(alto)
     }
@@ -109,10 +157,9 @@ impl Alto {
         &self.url
     }
 
-    async fn wait_ready(&self, timeout: Duration) -> Result<(), AltoError> {
+    async fn wait_ready(&self, deadline: tokio::time::Instant) -> Result<(), AltoError> {
         let client = RpcClient::new("alto bundler", self.url.clone())
             .map_err(|e| AltoError::Url(e.to_string()))?;
-        let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Ok(served) = client
                 .call::<_, Vec<String>>("eth_supportedEntryPoints", ())
@@ -130,7 +177,7 @@ impl Alto {
             if tokio::time::Instant::now() >= deadline {
                 return Err(AltoError::NotReady {
                     url: self.url.to_string(),
-                    seconds: timeout.as_secs(),
+                    seconds: READY_WITHIN.as_secs(),
                     log: self.log.display().to_string(),
                 });
             }

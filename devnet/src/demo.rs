@@ -186,12 +186,9 @@ async fn run(
     let mut config = StackConfig::new(state_dir.join("devnet"));
     let bundler = match args.bundler {
         DemoBundler::Alto => {
-            // alto listens on every address, so the nodes reach it from their namespaces.
-            let port = std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
-                .and_then(|listener| listener.local_addr())
-                .wrap_err("cannot find a free port for alto")?
-                .port();
-            config.alto_port = Some(port);
+            // alto listens on every address, so the nodes reach it from their namespaces; 0
+            // lets its server pick the port.
+            config.alto_port = Some(0);
             format!("the real @pimlico/alto{}", alto_version())
         }
         DemoBundler::Project => "the project's bundler".to_string(),

@@ -48,7 +48,7 @@ pub struct StackConfig {
     pub bundler_listen: SocketAddr,
     pub gas_manager_listen: SocketAddr,
     pub gateway_listen: SocketAddr,
-    /// Bundle through the real `@pimlico/alto` on this port instead of the project's bundler
+    /// Bundle through the real `@pimlico/alto` on this port (0: one its server picks) instead of the project's bundler
     /// (which still runs, unused by the nodes).
     pub alto_port: Option<u16>,
     /// Put a [`FaultProxy`](crate::fault_proxy::FaultProxy) between the gas manager and the

@@ -101,7 +101,7 @@ async fn restarted_agent_keeps_its_identity_and_skips_registration() {
     let nonce_before = nonce(account_b).await;
     b.stop().await;
 
-    let b = start_agent("node-2", agent_config(&stack, 1, dir.path(), None));
+    let b = start_agent("node-2", agent_config(&stack, 1, dir.path(), None)).await;
     wait_status(&b, "a peer after restart", |s| s.phase == "wg-configuring").await;
     let after = b
         .client()
@@ -153,11 +153,12 @@ async fn agent_survives_a_chain_rpc_outage() {
     let a = start_agent(
         "node-1",
         agent_config(&stack, 0, dir.path(), Some(proxy.url())),
-    );
+    )
+    .await;
     wait_status(&a, "registered and alone", |s| s.phase == "waiting-peers").await;
 
     proxy.set_mode(FaultMode::RpcError);
-    let b = start_agent("node-2", agent_config(&stack, 1, dir.path(), None));
+    let b = start_agent("node-2", agent_config(&stack, 1, dir.path(), None)).await;
     wait_status(&b, "a peer", |s| s.phase == "wg-configuring").await;
     // While the RPC fails, the agent keeps answering its app.
     let faults_before = proxy.faults_injected();
@@ -259,7 +260,7 @@ async fn bad_requests_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let mut stack = stack(dir.path()).await;
     stack.add_node("node-1").await.unwrap();
-    let a = start_agent("node-1", agent_config(&stack, 0, dir.path(), None));
+    let a = start_agent("node-1", agent_config(&stack, 0, dir.path(), None)).await;
     wait_status(&a, "registered", past_registration).await;
     let mut client = a.client().await;
 
@@ -346,7 +347,7 @@ async fn malformed_and_oversized_grpc_requests_are_refused_and_the_agent_keeps_s
     let dir = tempfile::tempdir().unwrap();
     let mut stack = stack(dir.path()).await;
     stack.add_node("node-1").await.unwrap();
-    let a = start_agent("node-1", agent_config(&stack, 0, dir.path(), None));
+    let a = start_agent("node-1", agent_config(&stack, 0, dir.path(), None)).await;
     wait_status(&a, "registered", past_registration).await;
 
     let channel = attestmesh_proto::agent::unix_channel(&a.socket)
@@ -404,7 +405,7 @@ async fn shutdown_ends_open_subscriptions_and_the_agent_stops() {
     let dir = tempfile::tempdir().unwrap();
     let mut stack = stack(dir.path()).await;
     stack.add_node("node-1").await.unwrap();
-    let a = start_agent("node-1", agent_config(&stack, 0, dir.path(), None));
+    let a = start_agent("node-1", agent_config(&stack, 0, dir.path(), None)).await;
     wait_status(&a, "registered", past_registration).await;
     let mut client = a.client().await;
     let mut messages = client
@@ -441,7 +442,7 @@ async fn shutdown_ends_open_subscriptions_and_the_agent_stops() {
 async fn registration_and_message_through_the_alto_bundler() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = StackConfig::new(dir.path().join("devnet")).with_instant_mining();
-    config.alto_port = Some(free_port());
+    config.alto_port = Some(0);
     let (stack, a, b) = two_agents(dir.path(), config).await;
     assert_ne!(
         stack.bundler_url(),
@@ -476,7 +477,7 @@ async fn registration_waits_for_the_operators_allowlist() {
         .await
         .unwrap();
 
-    let a = start_agent("node-1", agent_config(&stack, 0, dir.path(), None));
+    let a = start_agent("node-1", agent_config(&stack, 0, dir.path(), None)).await;
     let waiting = wait_status(&a, "waiting on the allowlist", |s| {
         s.phase == "registering" && s.waiting_for.contains("not an allowlisted member account")
     })
@@ -681,7 +682,7 @@ async fn a_reorg_that_undoes_a_registration_is_noticed() {
     let mut stack = stack(dir.path()).await;
     stack.add_node("node-1").await.unwrap();
     stack.add_node("node-2").await.unwrap();
-    let a = start_agent("node-1", agent_config(&stack, 0, dir.path(), None));
+    let a = start_agent("node-1", agent_config(&stack, 0, dir.path(), None)).await;
     wait_status(&a, "registered and alone", |s| s.phase == "waiting-peers").await;
 
     let provider = stack.chain.operator_client().provider().clone();
@@ -689,7 +690,7 @@ async fn a_reorg_that_undoes_a_registration_is_noticed() {
         .raw_request("evm_snapshot".into(), ())
         .await
         .unwrap();
-    let b = start_agent("node-2", agent_config(&stack, 1, dir.path(), None));
+    let b = start_agent("node-2", agent_config(&stack, 1, dir.path(), None)).await;
     wait_status(&a, "the new peer", |s| s.phase == "wg-configuring").await;
     b.stop().await;
 

@@ -50,11 +50,11 @@ impl FaultyDevnet {
         }
     }
 
-    fn agent(&self, dir: &std::path::Path) -> RunningAgent {
+    async fn agent(&self, dir: &std::path::Path) -> RunningAgent {
         let mut config = agent_config(&self.stack, 0, dir, None);
         config.bundler_url = self.bundler.url().clone();
         config.gas_manager_url = self.gas_manager.url().clone();
-        start_agent("node-1", config)
+        start_agent("node-1", config).await
     }
 
     fn proxy(&mut self, service: Service) -> &mut FaultProxy {
@@ -109,7 +109,7 @@ async fn registration_outlasts(service: Service, what_it_says: &str) {
     let mut devnet = FaultyDevnet::start(dir.path()).await;
     devnet.proxy(service).go_down().await.unwrap();
     let down_since = Instant::now();
-    let agent = devnet.agent(dir.path());
+    let agent = devnet.agent(dir.path()).await;
 
     let waiting = wait_status(&agent, "retrying the registration", |s| {
         s.phase == "registering" && s.waiting_for.contains(what_it_says)
@@ -175,7 +175,7 @@ async fn an_accepted_registration_whose_receipt_never_comes_leaves_exactly_one_m
             "eth_getUserOperationByHash".to_string(),
         ])));
     let started = Instant::now();
-    let agent = devnet.agent(dir.path());
+    let agent = devnet.agent(dir.path()).await;
     let operator = devnet.stack.chain.operator_client().clone();
     let deadline = Instant::now() + DEADLINE;
     while operator

@@ -64,7 +64,7 @@ async fn grpcio_client_on_the_unix_socket_is_served() {
     let dir = tempfile::tempdir().unwrap();
     let mut stack = stack(dir.path()).await;
     stack.add_node("node-1").await.unwrap();
-    let a = start_agent("node-1", agent_config(&stack, 0, dir.path(), None));
+    let a = start_agent("node-1", agent_config(&stack, 0, dir.path(), None)).await;
     wait_status(&a, "registered", |s| {
         matches!(s.phase.as_str(), "waiting-peers" | "wg-configuring")
     })

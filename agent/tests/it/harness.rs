@@ -1,7 +1,7 @@
 //! Starting agents against a devnet stack, and waiting on them without wall-clock assertions
 //! (deadlines only bound a hung test).
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,15 +32,6 @@ pub async fn stack(dir: &Path) -> Stack {
     Stack::start(StackConfig::new(dir.join("devnet")).with_instant_mining())
         .await
         .expect("devnet starts")
-}
-
-/// A loopback port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A running in-process agent.
@@ -88,7 +79,8 @@ pub fn agent_config(
         bundler_url: Some(stack.bundler_url().clone()),
         gas_manager_url: Some(stack.gas_manager.url().clone()),
         policy_id: Some(stack.config.policy_id.clone()),
-        health_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()))),
+        // Port 0: the agent binds a port of its own and reports it (see `start_agent`).
+        health_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
         api_socket: Some(dir.join(format!("{}.agent.sock", n.name))),
         poll_interval_secs: Some(1),
         // In-process agents share one network namespace and need no root: no mesh here
@@ -100,11 +92,22 @@ pub fn agent_config(
     .unwrap()
 }
 
-pub fn start_agent(name: &str, config: AgentConfig) -> RunningAgent {
+/// Starts an in-process agent and waits until its health endpoint listens.
+pub async fn start_agent(name: &str, config: AgentConfig) -> RunningAgent {
     let shutdown = Shutdown::new();
     let socket = config.api_socket.clone();
-    let health = config.health_listen;
-    let task = tokio::spawn(attestmesh_agent::node::run(config, shutdown.clone()));
+    let (listening, health) = tokio::sync::oneshot::channel();
+    let mut task = tokio::spawn(attestmesh_agent::node::run_reporting(
+        config,
+        shutdown.clone(),
+        move |health| {
+            let _ = listening.send(health);
+        },
+    ));
+    let health = tokio::select! {
+        health = health => health.expect("the agent reports its health address"),
+        ended = &mut task => panic!("{name}: the agent stopped before its health endpoint listened: {ended:?}"),
+    };
     RunningAgent {
         name: name.to_string(),
         socket,
@@ -170,8 +173,8 @@ pub async fn two_agents(
     let mut stack = Stack::start(stack_config).await.expect("devnet starts");
     stack.add_node("node-1").await.unwrap();
     stack.add_node("node-2").await.unwrap();
-    let a = start_agent("node-1", agent_config(&stack, 0, dir, None));
-    let b = start_agent("node-2", agent_config(&stack, 1, dir, None));
+    let a = start_agent("node-1", agent_config(&stack, 0, dir, None)).await;
+    let b = start_agent("node-2", agent_config(&stack, 1, dir, None)).await;
     wait_status(&a, "a peer on chain", |s| s.phase == "wg-configuring").await;
     wait_status(&b, "a peer on chain", |s| s.phase == "wg-configuring").await;
     (stack, a, b)

@@ -195,7 +195,7 @@ async fn no_secret_of_the_configuration_reaches_a_log_line_status_header_or_erro
 
     // The chain RPC is down at boot: the agent waits for it, and says where it is.
     chain.go_down().await.unwrap();
-    let agent = start_agent("node-1", config);
+    let agent = start_agent("node-1", config).await;
     let waiting = wait_waiting_for(&agent, "chain RPC").await;
     println!("chain RPC down: {waiting}");
     assert!(

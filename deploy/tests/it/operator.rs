@@ -2,7 +2,7 @@
 //! hash and KMS root, predict and create member accounts, two real agents (in-process, mesh
 //! disabled) join it, one is revoked, and the other sees it revoked.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -24,14 +24,6 @@ const POLICY: &str = "operator-e2e-policy";
 const SECRET: &str = "operator-e2e-webhook-secret";
 /// Long enough for any honest wait on this machine; a test that needs more is hung.
 const DEADLINE: Duration = Duration::from_secs(180);
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The operator's command line, bound to the devnet's chain and key.
 struct Cli {
@@ -127,7 +119,8 @@ impl Node {
             bundler_url: Some(stack.bundler_url().clone()),
             gas_manager_url: Some(gas_manager.url().clone()),
             policy_id: Some(POLICY.to_string()),
-            health_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()))),
+            // Port 0: the agent picks its own (this test never reads it).
+            health_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
             api_socket: Some(socket.clone()),
             poll_interval_secs: Some(1),
             // In-process agents share one network namespace and need no root: no mesh here.

@@ -1,9 +1,7 @@
 //! The `attestmesh-devnet` command line: argument parsing, and the real binary end to end.
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use attestmesh_devnet::cli::{Cli, Command as DevnetCommand};
 use attestmesh_devnet::dstack_simulator::{DstackSimulatorArgs, KeySource};
@@ -13,6 +11,7 @@ use clap::Parser;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
+use crate::ServiceProcess;
 use crate::gateway as gw;
 
 const APP_ID: &str = "5bb4ff9a3837357f19dc176407a5709c62eb6c56";
@@ -74,28 +73,18 @@ fn bad_hex_is_rejected_at_parse_time() {
     assert!(parse(&["--dstack.app-id", APP_ID, "--dstack.compose-hash", "zz"]).is_err());
 }
 
-/// Kills the child if the test fails before it exits by itself.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for_socket(child: &mut Child, path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !path.exists() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the simulator exited early with {status}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the simulator never created {path:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// The socket path the simulator's "listening" line names, once the socket exists.
+async fn wait_for_socket(child: &mut ServiceProcess, path: &Path) {
+    let logged = child.logged("dstack simulator listening", "socket").await;
+    assert_eq!(
+        Path::new(logged.trim_matches('"')),
+        path,
+        "it serves the socket it was given"
+    );
+    assert!(
+        path.exists(),
+        "{path:?} exists once the simulator says it listens"
+    );
 }
 
 /// The real binary serves, answers the client, and exits cleanly on SIGTERM.
@@ -103,21 +92,14 @@ fn wait_for_socket(child: &mut Child, path: &Path) {
 async fn binary_serves_until_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("dstack.sock");
-    let child = Command::new(env!("CARGO_BIN_EXE_attestmesh-devnet"))
-        .args([
-            "dstack-simulator",
-            "--dstack.app-id",
-            APP_ID,
-            "--dstack.socket",
-        ])
-        .arg(&socket)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = KillOnDrop(child);
-    wait_for_socket(&mut child.0, &socket);
+    let mut child = ServiceProcess::start([
+        "dstack-simulator".as_ref(),
+        "--dstack.app-id".as_ref(),
+        APP_ID.as_ref(),
+        "--dstack.socket".as_ref(),
+        socket.as_os_str(),
+    ]);
+    wait_for_socket(&mut child, &socket).await;
 
     let info = DstackClient::new(Endpoint::Unix(socket.clone()))
         .info()
@@ -125,20 +107,7 @@ async fn binary_serves_until_sigterm() {
         .unwrap();
     assert_eq!(hex::encode(info.app_id.as_bytes()), APP_ID);
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = child.0.wait().unwrap();
-    let mut stderr = String::new();
-    child
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let (status, stderr) = child.terminate();
     assert!(status.success(), "exit {status}: {stderr}");
     assert!(stderr.contains("dstack simulator listening"), "{stderr}");
     assert!(
@@ -190,23 +159,6 @@ fn gateway_flags_parse() {
     assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
 }
 
-/// A loopback port that was free a moment ago (the binary binds it by number).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn signal_child(child: &Child, signal: &str) {
-    let status = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {signal} failed");
-}
-
 /// The real binary: writes the CA file, routes from the routes file, re-reads it on SIGHUP,
 /// and exits cleanly on SIGTERM.
 #[tokio::test]
@@ -215,36 +167,21 @@ async fn gateway_binary_reloads_routes_on_sighup_and_stops_on_sigterm() {
     let routes_file = dir.path().join("routes.json");
     let ca_file = dir.path().join("gateway-ca.pem");
     std::fs::write(&routes_file, "{}").unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_attestmesh-devnet"))
-        .args([
-            "gateway",
-            "--gateway.listen",
-            &listen,
-            "--gateway.routes-file",
-        ])
-        .arg(&routes_file)
-        .arg("--gateway.ca-cert")
-        .arg(&ca_file)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
+    // Port 0: the gateway binds a port of its own and logs it.
+    let mut child = ServiceProcess::start([
+        "gateway".as_ref(),
+        "--gateway.listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--gateway.routes-file".as_ref(),
+        routes_file.as_os_str(),
+        "--gateway.ca-cert".as_ref(),
+        ca_file.as_os_str(),
+    ]);
+    let gateway: std::net::SocketAddr = child
+        .logged("gateway listening", "listen")
+        .await
+        .parse()
         .unwrap();
-    let mut child = KillOnDrop(child);
-
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(&listen).await.is_err() {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            panic!("the gateway exited early with {status}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway never listened on {listen}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let gateway: std::net::SocketAddr = listen.parse().unwrap();
     let ca = CertificateDer::from_pem_file(&ca_file).unwrap();
     let trusted = gw::client_config(&ca, &[]);
     let port = gw::tcp_echo_backend().await;
@@ -261,7 +198,7 @@ async fn gateway_binary_reloads_routes_on_sighup_and_stops_on_sigterm() {
     assert!(before.is_err(), "the routes file is empty: no route yet");
 
     std::fs::write(&routes_file, format!(r#"{{"{APP_ID}": "127.0.0.1"}}"#)).unwrap();
-    signal_child(&child.0, "-HUP");
+    child.signal("-HUP");
     let mut tls = gw::within("connect after SIGHUP", async {
         loop {
             if let Ok(tls) = gw::connect(gateway, name.clone(), trusted.clone()).await {
@@ -274,16 +211,7 @@ async fn gateway_binary_reloads_routes_on_sighup_and_stops_on_sigterm() {
     gw::round_trip(&mut tls, b"reloaded").await;
     drop(tls);
 
-    signal_child(&child.0, "-TERM");
-    let status = child.0.wait().unwrap();
-    let mut stderr = String::new();
-    child
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let (status, stderr) = child.terminate();
     assert!(status.success(), "exit {status}: {stderr}");
     assert!(stderr.contains("gateway listening"), "{stderr}");
     assert!(stderr.contains("SIGHUP: routes reloaded"), "{stderr}");

@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::ServiceProcess;
 use alloy::network::TransactionBuilder;
 use alloy::primitives::aliases::U48;
 use alloy::primitives::{Address, B256, Bytes, U256};
@@ -1067,61 +1068,23 @@ fn subcommands_parse_with_loopback_defaults_and_never_show_secrets() {
     );
 }
 
-/// Kills the child if the test fails before it exits by itself.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the real binary with `args`; waits until eth_chainId answers on `port`.
-async fn start_binary(args: &[&str], port: u16) -> KillOnDrop {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_attestmesh-devnet"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
+/// Starts the real binary with `args` (listening on port 0); returns it and the URL its
+/// `ready` line names, once eth_chainId answers there.
+async fn start_binary(args: &[&str], ready: &str) -> (ServiceProcess, Url) {
+    let mut child = ServiceProcess::start(args);
+    let url = Url::parse(&child.logged(ready, "url").await).unwrap();
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}).to_string();
+    let reply: Value = reqwest::Client::new()
+        .post(url.clone())
+        .body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{args:?} does not answer at {url}: {e}: {}", child.stderr()))
+        .json()
+        .await
         .unwrap();
-    let mut child = KillOnDrop(child);
-    let url = Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
-    for _ in 0..200 {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            let mut stderr = String::new();
-            std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr)
-                .unwrap();
-            panic!("{args:?} exited early with {status}: {stderr}");
-        }
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}).to_string();
-        if let Ok(reply) = reqwest::Client::new()
-            .post(url.clone())
-            .body(body)
-            .send()
-            .await
-        {
-            let reply: Value = reply.json().await.unwrap();
-            assert_eq!(reply["result"], "0x7a69");
-            return child;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{args:?} never answered on port {port}");
-}
-
-/// SIGTERM; the exit status and stderr.
-fn terminate(mut child: KillOnDrop) -> (std::process::ExitStatus, String) {
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = child.0.wait().unwrap();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
-    (status, stderr)
+    assert_eq!(reply["result"], "0x7a69");
+    (child, url)
 }
 
 /// The real `attestmesh-devnet bundler` and `gas-manager` serve, and exit cleanly on SIGTERM.
@@ -1132,42 +1095,31 @@ async fn binaries_serve_until_sigterm() {
         .unwrap();
     let hex_key =
         |signer: &PrivateKeySigner| format!("0x{}", alloy::hex::encode(signer.to_bytes()));
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (bundler_port, gas_manager_port) = (free_port(), free_port());
-    let bundler_listen = format!("127.0.0.1:{bundler_port}");
     let executor = hex_key(&chain.dev_key(3).unwrap());
-    let bundler = start_binary(
+    let (bundler, bundler_url) = start_binary(
         &[
             "bundler",
             "--bundler.listen",
-            &bundler_listen,
+            "127.0.0.1:0",
             "--bundler.rpc-url",
             chain.rpc_url().as_str(),
             "--bundler.executor-key",
             &executor,
         ],
-        bundler_port,
+        "bundler ready",
     )
     .await;
-    let gas_manager_listen = format!("127.0.0.1:{gas_manager_port}");
-    let bundler_url = format!("http://{bundler_listen}/");
     let sponsor = hex_key(chain.sponsor());
     let paymaster = chain.deployment().verifying_paymaster.to_string();
-    let gas_manager = start_binary(
+    let (gas_manager, _) = start_binary(
         &[
             "gas-manager",
             "--gas-manager.listen",
-            &gas_manager_listen,
+            "127.0.0.1:0",
             "--gas-manager.rpc-url",
             chain.rpc_url().as_str(),
             "--gas-manager.bundler-url",
-            &bundler_url,
+            bundler_url.as_str(),
             "--gas-manager.paymaster",
             &paymaster,
             "--gas-manager.sponsor-key",
@@ -1179,7 +1131,7 @@ async fn binaries_serve_until_sigterm() {
             "--gas-manager.policy-id",
             POLICY,
         ],
-        gas_manager_port,
+        "gas manager ready",
     )
     .await;
 
@@ -1187,7 +1139,7 @@ async fn binaries_serve_until_sigterm() {
         (gas_manager, "gas manager listening"),
         (bundler, "bundler listening"),
     ] {
-        let (status, stderr) = terminate(child);
+        let (status, stderr) = child.terminate();
         assert!(status.success(), "exit {status}: {stderr}");
         assert!(stderr.contains(what), "{stderr}");
         assert!(

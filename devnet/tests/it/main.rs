@@ -49,3 +49,108 @@ pub async fn raw_request(
         .unwrap_or_else(|err| panic!("body is not JSON ({err}): {body:?}"));
     (status, json)
 }
+
+/// A devnet binary run as a user runs it: its stderr is read on a thread of its own (so the pipe
+/// never fills and the address it logs can be read), and it is killed if the test fails first.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    child: std::process::Child,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServiceProcess {
+    /// Starts `attestmesh-devnet` with `args` (RUST_LOG unset: the binary's default level).
+    pub fn start<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_attestmesh-devnet"))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pipe = child.stderr.take().unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let collected = stderr.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(pipe).lines() {
+                let Ok(line) = line else { return };
+                let mut text = collected.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        Self {
+            child,
+            stderr,
+            reader: Some(reader),
+        }
+    }
+
+    /// What the binary wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The value of `field=` on the first log line that says `message`: how a binary told to
+    /// listen on port 0 says which port it bound.
+    pub async fn logged(&mut self, message: &str, field: &str) -> String {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let key = format!(" {field}=");
+        loop {
+            let text = self.stderr();
+            if let Some(value) = text
+                .lines()
+                .filter(|line| line.contains(message))
+                .find_map(|line| line.split_once(&key))
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+            {
+                return value.to_string();
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("the binary exited with {status} before logging {message:?}: {text}");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the binary never logged {message:?} with {field}=: {text}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (as `kill` names it: "-HUP", "-TERM").
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    /// SIGTERM, then the exit status and everything written to stderr.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        self.signal("-TERM");
+        let status = self.child.wait().unwrap();
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        (status, self.stderr())
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,16 +1,7 @@
 //! `attestmesh-devnet up` / `down` as a user runs them.
 
-use std::net::{Ipv4Addr, TcpListener};
 use std::process::Stdio;
 use std::time::Duration;
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `up` brings everything up and writes endpoints.json whose services answer; SIGTERM stops
 /// everything it started (anvil included); `down` after that finds nothing left.
@@ -18,15 +9,15 @@ fn free_port() -> u16 {
 async fn up_writes_endpoints_and_stops_everything_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let chain_port = free_port();
+    // Port 0 everywhere: each service binds a port of its own and endpoints.json says which.
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_attestmesh-devnet"))
         .arg("up")
         .args(["--nodes", "2", "--chain.block-time", "1"])
-        .args(["--chain.port", &chain_port.to_string()])
-        .args(["--bundler.port", &free_port().to_string()])
-        .args(["--gas-manager.port", &free_port().to_string()])
-        .args(["--webhook.port", &free_port().to_string()])
-        .args(["--gateway.port", &free_port().to_string()])
+        .args(["--chain.port", "0"])
+        .args(["--bundler.port", "0"])
+        .args(["--gas-manager.port", "0"])
+        .args(["--webhook.port", "0"])
+        .args(["--gateway.port", "0"])
         .arg("--state-dir")
         .arg(&state)
         .stdin(Stdio::null())
@@ -51,6 +42,13 @@ async fn up_writes_endpoints_and_stops_everything_on_sigterm() {
     let endpoints: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&endpoints_path).unwrap()).unwrap();
     assert_eq!(endpoints["nodes"].as_array().unwrap().len(), 2);
+    let chain: url::Url = endpoints["chain"]["rpcUrl"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let chain = (chain.host_str().unwrap().to_string(), chain.port().unwrap());
+    assert_ne!(chain.1, 0, "endpoints.json names the port anvil bound");
     let bundler = endpoints["services"]["bundler"].as_str().unwrap();
     let client = reqwest::Client::new();
     let reply: serde_json::Value = client
@@ -78,7 +76,7 @@ async fn up_writes_endpoints_and_stops_everything_on_sigterm() {
         .unwrap();
     assert!(status.success(), "clean exit on SIGTERM: {status}");
     assert!(
-        std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, chain_port)).is_err(),
+        std::net::TcpStream::connect((chain.0.as_str(), chain.1)).is_err(),
         "anvil is stopped"
     );
 
