@@ -143,6 +143,17 @@ impl ClusterNode {
         Ok(series.values().sum())
     }
 
+    /// One series of the counter family `family` by its labels (`reason="identified"`): 0 while
+    /// nothing was counted in it yet, an error when `/metrics` does not answer or does not export
+    /// the family at all (which must not read as zero).
+    pub async fn counter(&self, family: &str, labels: &str) -> eyre::Result<f64> {
+        let text = self.metrics_text().await?;
+        let series = family_series(&text, family)
+            .wrap_err_with(|| format!("{}: /metrics", self.name))?
+            .ok_or_else(|| eyre::eyre!("{}: /metrics does not export {family}", self.name))?;
+        Ok(series.get(labels).copied().unwrap_or(0.0))
+    }
+
     /// The agent's pid while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.agent.as_ref().and_then(Child::id)

@@ -19,12 +19,7 @@ pub const DEADLINE: Duration = Duration::from_secs(180);
 
 /// Logs to the test's captured output (shown when a test fails), debug for the project.
 pub fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,attestmesh=debug"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_test_writer()
-        .try_init();
+    attestmesh_devnet::test_logs::init("info,attestmesh=debug");
 }
 
 pub async fn stack(dir: &Path) -> Stack {

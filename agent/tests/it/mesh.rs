@@ -704,8 +704,6 @@ async fn a_peer_joins_and_carries_traffic_while_hundreds_of_stalled_handshakes_a
     const MAX: usize = 2_000;
     /// Sent before the peers are configured: the listener is full of them by then.
     const BEFORE_JOIN: usize = 300;
-    /// How long the peer may take to join through the flood (without a flood: milliseconds).
-    const JOIN_WITHIN: Duration = Duration::from_secs(5);
 
     require_root();
     let gateway = gateway().await;
@@ -720,13 +718,14 @@ async fn a_peer_joins_and_carries_traffic_while_hundreds_of_stalled_handshakes_a
     })
     .await;
 
-    let joining = Instant::now();
     set_peers(&one, &[&two]).await;
     set_peers(&two, &[&one]).await;
+    // No time limit of its own: what must hold is that the peer joins while the flood still
+    // arrives, so the wait ends with the flood (the old listener, once full, never let it in).
     while !(one.tunnel_up(&two) && two.tunnel_up(&one)) {
         assert!(
-            joining.elapsed() < JOIN_WITHIN,
-            "node 1 did not get through to node 2 within {JOIN_WITHIN:?} while {} stalled handshakes arrived ({} failed to open); node 2's listener: {:?}; node 1's view: {:?}",
+            !flood.task.is_finished(),
+            "node 1 did not get through to node 2 before the flood of {} stalled handshakes ended ({} failed to open); node 2's listener: {:?}; node 1's view: {:?}",
             flood.sent(),
             flood.failed(),
             two.handle.accept_stats(),
@@ -734,7 +733,6 @@ async fn a_peer_joins_and_carries_traffic_while_hundreds_of_stalled_handshakes_a
         );
         sleep(Duration::from_millis(50)).await;
     }
-    let joined_after = joining.elapsed();
     let sent_at_join = flood.sent();
     echo(&one, two.app_addr(), 64 * 1024).await.unwrap();
     echo(&two, one.app_addr(), 64 * 1024).await.unwrap();
@@ -759,7 +757,7 @@ async fn a_peer_joins_and_carries_traffic_while_hundreds_of_stalled_handshakes_a
     );
     let stats = two.handle.accept_stats();
     eprintln!(
-        "joined {joined_after:?} after the peers were set, with {sent_at_join} stalled handshakes sent ({sent} by the end); node 2's listener: {stats:?}"
+        "joined with {sent_at_join} stalled handshakes sent ({sent} by the end); node 2's listener: {stats:?}"
     );
     // At least what arrived before the join beyond the listener's 64 places was evicted.
     assert!(

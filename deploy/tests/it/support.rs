@@ -11,14 +11,9 @@ use attestmesh_chain::ChainClient;
 use attestmesh_devnet::local_chain::{foundry_binary, project_root};
 use url::Url;
 
-/// Logs to the test's captured output.
+/// Logs to the test's captured output (shown when a test fails), debug for the project.
 pub fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,attestmesh=debug"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_test_writer()
-        .try_init();
+    attestmesh_devnet::test_logs::init("info,attestmesh=debug");
 }
 
 /// A plain anvil (no contracts, no EntryPoint), killed on drop.
