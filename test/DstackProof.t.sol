@@ -224,15 +224,44 @@ contract DstackProofTest is ClusterFixture {
         vm.assertEq(gotRoot, vm.addr(KMS_ROOT_KEY), "same signature, same root");
     }
 
-    /// @notice Changing the app id keeps the signatures but moves the KMS root they prove.
+    /// @notice Changing the app id keeps the signatures but moves the KMS root they prove. The
+    ///         chain still verifies (to the same derived key); only a recovery failure may revert,
+    ///         and then as an invalid KMS signature, not with any error at all.
+    /// forge-config: default.fuzz.runs = 1024
     function testFuzz_verifyDstackProof_otherAppIdNeverYieldsTheRoot(address otherAppId) public {
         Node memory n = addNode("node-appid");
-        vm.assume(otherAppId != n.account);
+        vm.assume(otherAppId != n.account); // the same app id is the untouched proof (pinned below)
         DstackProof memory p = proofFor(n);
         p.appId = otherAppId;
-        try IRegistrationFacet(cluster).verifyDstackProof(p) returns (address, address gotRoot) {
+        try IRegistrationFacet(cluster).verifyDstackProof(p) returns (address derived, address gotRoot) {
+            vm.assertEq(derived, vm.addr(n.derivedKey), "the derived key is not what the app id moves");
             vm.assertNotEq(gotRoot, vm.addr(KMS_ROOT_KEY), "app id is bound by the KMS signature");
-        } catch {}
+        } catch (bytes memory reason) {
+            vm.assertEq(
+                reason,
+                abi.encodeWithSelector(
+                    IRegistrationFacet.InvalidDstackProof.selector, ProofStatus.KmsSignatureInvalid
+                ),
+                "only the KMS signature can fail to recover"
+            );
+        }
+    }
+
+    /// @notice The fuzz test's edges, pinned: the proof's own app id proves the real root, and
+    ///         another app id verifies (no revert: the catch above is not where it passes) to
+    ///         another root.
+    function test_verifyDstackProof_appIdIsBoundByTheKmsSignature() public {
+        Node memory n = addNode("node-appid");
+        DstackProof memory p = proofFor(n);
+        (address derived, address root) = IRegistrationFacet(cluster).verifyDstackProof(p);
+        vm.assertEq(derived, vm.addr(n.derivedKey), "derived");
+        vm.assertEq(root, vm.addr(KMS_ROOT_KEY), "its own app id proves the real root");
+
+        p.appId = address(uint160(n.account) ^ 1);
+        (derived, root) = IRegistrationFacet(cluster).verifyDstackProof(p);
+        vm.assertEq(derived, vm.addr(n.derivedKey), "same derived key");
+        vm.assertNotEq(root, vm.addr(KMS_ROOT_KEY), "another app id proves another root");
+        vm.assertNotEq(root, address(0), "a root, not a failed recovery");
     }
 
     function _expectStatus(DstackProof memory p, ProofStatus status) private {

@@ -129,6 +129,7 @@ contract MoneyAttackTest is ClusterFixture {
     }
 
     /// @notice Any inflation of preVerificationGas or fees past the signed cap is refused.
+    /// forge-config: default.fuzz.runs = 1024
     function testFuzz_paymasterDrain_anyInflationPastTheCapIsRefused(uint256 pvg, uint256 fee) public {
         uint256 honest = honestMaxCost();
         pvg = bound(pvg, 60_000, INFLATED_PVG);

@@ -37,6 +37,7 @@ contract PaymasterTest is ClusterFixture {
     }
 
     /// @notice The window the sponsor signed is handed to the EntryPoint in ERC-4337's packing.
+    /// forge-config: default.fuzz.runs = 1024
     function testFuzz_validatePaymasterUserOp_packsTheSignedWindow(uint48 validUntil, uint48 validAfter)
         public
     {
@@ -134,6 +135,7 @@ contract PaymasterTest is ClusterFixture {
         _validateAt(op, cap + 1);
     }
 
+    /// forge-config: default.fuzz.runs = 1024
     function testFuzz_validatePaymasterUserOp_refusesAnyCostAboveTheCap(uint256 signedCap, uint256 cost)
         public
     {
@@ -268,6 +270,7 @@ contract PaymasterTest is ClusterFixture {
 
     // ------------------------------------------------------------------ parsePaymasterAndData
 
+    /// forge-config: default.fuzz.runs = 1024
     function testFuzz_parsePaymasterAndData_roundTrip(
         uint48 validUntil,
         uint48 validAfter,
@@ -291,6 +294,7 @@ contract PaymasterTest is ClusterFixture {
         vm.assertEq(gotSignature, signature, "signature");
     }
 
+    /// forge-config: default.fuzz.runs = 1024
     function testFuzz_parsePaymasterAndData_revertsWhenShorterThanTheLayout(uint256 lengthSeed) public {
         uint256 length = bound(lengthSeed, 0, SIGNATURE_OFFSET - 1);
         vm.expectRevert(abi.encodeWithSelector(VerifyingPaymaster.MalformedPaymasterData.selector, length));

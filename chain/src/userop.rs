@@ -476,21 +476,76 @@ pub fn packed_for_entry_point(op: &UserOperation) -> EntryPoint::PackedUserOpera
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloy::primitives::{Signature, keccak256};
 
-    #[test]
-    fn dummy_signature_is_well_formed() {
-        let sig = dummy_signature();
-        assert_eq!(sig.len(), 65);
-        assert!(sig[64] == 27 || sig[64] == 28, "v is 27/28");
-        let s = U256::from_be_slice(&sig[32..64]);
-        let half_n = U256::from_str_radix(
-            "7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0",
+    /// The dummy signature's bytes, shared with the Foundry test (test/DummySignature.t.sol).
+    const VECTOR: &str = include_str!("../../test/vectors/dummy-signature.json");
+
+    /// secp256k1's group order n.
+    fn curve_order() -> U256 {
+        U256::from_str_radix(
+            "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141",
             16,
         )
-        .unwrap();
-        assert!(s <= half_n, "low-s");
-        assert!(attestmesh_types::hex::is_even_hex(
-            &attestmesh_types::hex::bytes_hex(&sig)
-        ));
+        .unwrap()
+    }
+
+    #[test]
+    fn dummy_signature_is_the_shared_vector() {
+        let vector: serde_json::Value = serde_json::from_str(VECTOR).expect("the vector is JSON");
+        let hex = vector["signature"]
+            .as_str()
+            .expect(".signature is a string");
+        let bytes = alloy::hex::decode(hex).expect(".signature is hex");
+        assert_eq!(
+            bytes,
+            DUMMY_SIGNATURE.to_vec(),
+            "DUMMY_SIGNATURE differs from test/vectors/dummy-signature.json"
+        );
+        assert_eq!(dummy_signature().as_ref(), &DUMMY_SIGNATURE[..]);
+    }
+
+    /// Field note 2: what estimation needs is a signature the account's ecrecover path handles
+    /// like a real one: v in {27, 28}, r and s in range with low s, and r the x-coordinate of a
+    /// curve point, so that public-key recovery succeeds (it decompresses r into the point R).
+    #[test]
+    fn dummy_signature_recovers_a_public_key_from_any_prehash() {
+        let v = DUMMY_SIGNATURE[64];
+        assert!(
+            v == 27 || v == 28,
+            "v = {v}: the account's ecrecover takes 27/28 (and 0/1 only by adding 27)"
+        );
+        let sig =
+            Signature::from_raw_array(&DUMMY_SIGNATURE).expect("the 65 bytes parse as r||s||v");
+        let n = curve_order();
+        assert!(!sig.r().is_zero() && sig.r() < n, "r in [1, n)");
+        assert!(
+            !sig.s().is_zero() && sig.s() <= n >> 1,
+            "s in [1, n/2] (low s)"
+        );
+
+        // A few digests of each kind the account recovers over: the EIP-191 form of an operation
+        // hash, and raw prehashes.
+        let mut prehashes = vec![B256::ZERO, B256::repeat_byte(0xff), B256::with_last_byte(2)];
+        for i in 0u8..16 {
+            let user_op_hash = keccak256([i]);
+            prehashes.push(user_op_hash);
+            prehashes.push(alloy::primitives::eip191_hash_message(user_op_hash));
+        }
+        for prehash in prehashes {
+            let recovered = sig
+                .recover_address_from_prehash(&prehash)
+                .unwrap_or_else(|e| {
+                    panic!("no public key recovers from the dummy signature over {prehash}: {e}")
+                });
+            assert_ne!(recovered, Address::ZERO, "over {prehash}");
+        }
+
+        // The check can fail: with R = G and s = 1 the recovered key is r^-1 (1 - z) G, the point
+        // at infinity for the one digest z = 1 (no operation hash's EIP-191 digest is 1).
+        assert!(
+            sig.recover_address_from_prehash(&B256::with_last_byte(1))
+                .is_err()
+        );
     }
 }
