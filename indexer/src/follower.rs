@@ -44,6 +44,8 @@ const MAX_FILTER_ADDRESSES: usize = 500;
 const GROW_AFTER: u32 = 4;
 /// Successful ranges after which refusals are forgotten.
 const FORGET_REFUSALS_AFTER: u32 = 256;
+/// The `dropped_logs` reason of a factory `ClusterCreated` log whose data does not decode.
+pub const DROPPED_UNDECODABLE_CLUSTER_CREATED: &str = "undecodable_cluster_created";
 
 /// The eth_getLogs range and what the RPC has accepted and refused.
 #[derive(Debug, Clone)]
@@ -499,15 +501,46 @@ impl Follower {
     }
 
     /// `(block, cluster)` of every ClusterCreated by the factory for a cluster not yet known.
+    /// One that does not decode cannot name its cluster: the factory never emits such a log,
+    /// so it is an anomaly of the RPC and is counted
+    /// ([`DROPPED_UNDECODABLE_CLUSTER_CREATED`] in `/status`'s `dropped_logs`, once per read)
+    /// and logged, never skipped silently.
     fn created_clusters(&self, logs: &[Log]) -> Vec<(u64, Address)> {
-        logs.iter()
-            .filter(|log| log.address() == self.config.factory)
-            .filter_map(|log| {
-                let event = ClusterFactory::ClusterCreated::decode_log_data(log.data()).ok()?;
-                Some((log.block_number?, event.cluster))
-            })
-            .filter(|(_, cluster)| !self.clusters.contains(cluster))
-            .collect()
+        let mut created = Vec::new();
+        for log in logs.iter().filter(|log| {
+            log.address() == self.config.factory
+                && log.topic0() == Some(&ClusterFactory::ClusterCreated::SIGNATURE_HASH)
+        }) {
+            match ClusterFactory::ClusterCreated::decode_log_data(log.data()) {
+                Ok(event) => {
+                    // A log without a block number fails the step's provenance check below.
+                    if let Some(block) = log.block_number
+                        && !self.clusters.contains(&event.cluster)
+                    {
+                        created.push((block, event.cluster));
+                    }
+                }
+                Err(error) => {
+                    self.status.update(|s| {
+                        *s.dropped_logs
+                            .entry(DROPPED_UNDECODABLE_CLUSTER_CREATED.to_string())
+                            .or_default() += 1;
+                    });
+                    warn!(
+                        target: LOG_TARGET,
+                        // Each field is left out when the log lacks it.
+                        block = log.block_number,
+                        tx = log.transaction_hash.as_ref().map(tracing::field::display),
+                        log_index = log.log_index,
+                        address = %log.address(),
+                        %error,
+                        reason = DROPPED_UNDECODABLE_CLUSTER_CREATED,
+                        "a ClusterCreated log of the factory does not decode; its cluster is not followed"
+                    );
+                }
+            }
+        }
+        created
     }
 
     fn mark_caught_up(&mut self, head: u64) {

@@ -239,7 +239,8 @@ impl Indexer for Service {
         let count = subscribers.fetch_add(1, Ordering::Relaxed) + 1;
         status.update(|s| s.subscribers = count);
         let window = self.resend_window;
-        // Nothing exists below the start block: a resend never needs to go lower.
+        // Nothing exists below the start block: a resend never needs to go lower. While the
+        // start block is unknown (still searched for) there is no floor: 0.
         let floor = self
             .status
             .snapshot()
@@ -276,10 +277,11 @@ impl Indexer for Service {
             public_key: self.public_key.to_vec(),
             chain_id,
             factory: self.factory.to_string(),
-            applied_block: status.applied_block.unwrap_or_default(),
-            head_block: status.head.unwrap_or_default(),
+            // Unknown stays unset: block 0 is a block.
+            applied_block: status.applied_block,
+            head_block: status.head,
             catching_up: status.catching_up,
-            start_block: status.start_block.unwrap_or_default(),
+            start_block: status.start_block,
         }))
     }
 }
@@ -423,4 +425,82 @@ pub async fn serve(
         })
     });
     Ok((local, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `GetInfo` before anything is known leaves the block numbers unset; once known, block 0
+    /// reads as block 0 (unset is not 0, 0 is not unset).
+    #[tokio::test]
+    async fn get_info_tells_an_unknown_block_from_block_zero() {
+        let status = StatusHandle::new([3; 32], Address::repeat_byte(1), 100);
+        let service = Service::new(
+            Store::new(),
+            status.clone(),
+            [3; 32],
+            Address::repeat_byte(1),
+            Arc::default(),
+            16,
+        );
+        let info = |service: Service| async move {
+            service
+                .get_info(Request::new(pb::GetInfoRequest {}))
+                .await
+                .map(Response::into_inner)
+        };
+
+        // Not connected: no chain id, no answer.
+        let refused = info(service.clone()).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+
+        // Connected, still searching for the start block: nothing known.
+        status.update(|s| s.chain_id = Some(31_337));
+        let unknown = info(service.clone()).await.unwrap();
+        assert_eq!(unknown.chain_id, 31_337);
+        assert_eq!(
+            (
+                unknown.applied_block,
+                unknown.head_block,
+                unknown.start_block
+            ),
+            (None, None, None),
+            "{unknown:?}"
+        );
+
+        // A chain at its genesis: block 0 is known, and reported as 0.
+        status.update(|s| {
+            s.start_block = Some(0);
+            s.head = Some(0);
+            s.applied_block = Some(0);
+        });
+        let genesis = info(service.clone()).await.unwrap();
+        assert_eq!(
+            (
+                genesis.applied_block,
+                genesis.head_block,
+                genesis.start_block
+            ),
+            (Some(0), Some(0), Some(0)),
+            "{genesis:?}"
+        );
+
+        // The head read, nothing applied yet.
+        status.update(|s| {
+            s.start_block = Some(47);
+            s.head = Some(50);
+            s.applied_block = None;
+        });
+        let catching_up = info(service).await.unwrap();
+        assert_eq!(
+            (
+                catching_up.applied_block,
+                catching_up.head_block,
+                catching_up.start_block
+            ),
+            (None, Some(50), Some(47)),
+            "{catching_up:?}"
+        );
+    }
 }

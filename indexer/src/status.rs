@@ -72,6 +72,9 @@ pub struct Status {
     pub catch_up_blocks_per_second: Option<f64>,
     /// RPC calls per method since start.
     pub rpc_calls: BTreeMap<String, u64>,
+    /// Logs the follower read but could not use, by reason (counted each time a read returns
+    /// one; every known reason is present from the start, at 0).
+    pub dropped_logs: BTreeMap<String, u64>,
     /// The last error, if the last step failed.
     pub last_error: Option<String>,
     pub uptime_seconds: f64,
@@ -107,6 +110,10 @@ impl StatusHandle {
                 catch_up_seconds: None,
                 catch_up_blocks_per_second: None,
                 rpc_calls: BTreeMap::new(),
+                dropped_logs: BTreeMap::from([(
+                    crate::follower::DROPPED_UNDECODABLE_CLUSTER_CREATED.to_string(),
+                    0,
+                )]),
                 last_error: None,
                 uptime_seconds: 0.0,
             })),

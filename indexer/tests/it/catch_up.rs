@@ -121,7 +121,7 @@ async fn catch_up_starts_at_the_deploy_block_adapts_its_log_range_and_listeners_
     assert_eq!(early["service"], json!("attestmesh-indexer"));
     let during = eventually("a status while catching up", 20, || async {
         let status = indexer.status().await;
-        (status["phase"] == json!("catching-up")).then_some(status)
+        (status["phase"] == json!("catching-up") && status["head"].is_u64()).then_some(status)
     })
     .await;
     assert_eq!(during["catching_up"], json!(true));
@@ -135,13 +135,24 @@ async fn catch_up_starts_at_the_deploy_block_adapts_its_log_range_and_listeners_
         hex::encode(&info.public_key),
         early["public_key"].as_str().unwrap()
     );
+    // Catching up: the start block is known (found), and so is the head; neither reads as 0.
+    assert_eq!(
+        info.start_block,
+        Some(world.factory_deploy_block),
+        "{info:?}"
+    );
+    assert!(info.head_block.is_some_and(|h| h >= GENESIS), "{info:?}");
     let readyz = reqwest::get(format!("http://{}/readyz", indexer.health))
         .await
         .unwrap()
         .status();
     println!(
-        "during catch-up: phase {}, applied block {}, head {}, GetInfo catching_up={}, /readyz {readyz}",
-        during["phase"], during["applied_block"], during["head"], info.catching_up
+        "during catch-up: phase {}, applied block {}, head {}, GetInfo catching_up={} applied_block={:?}, /readyz {readyz}",
+        during["phase"],
+        during["applied_block"],
+        during["head"],
+        info.catching_up,
+        info.applied_block
     );
 
     let status = indexer.wait_caught_up(120).await;

@@ -75,15 +75,6 @@ where
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The chain with the deploy script's contracts and a factory deployed later.
 pub struct World {
     pub chain: LocalChain,
@@ -427,11 +418,18 @@ pub fn indexer_dstack(state: &std::path::Path, name: &str) -> (SimulatorHandle, 
     (handle, socket)
 }
 
-/// The indexer binary, as a child process.
+/// The indexer binary, as a child process. It binds both listeners on `127.0.0.1:0` itself and
+/// the harness reads the addresses from its `listening` log line (a port chosen by the test and
+/// released before the process binds it could be taken by another test in between).
 pub struct IndexerProcess {
     pub name: String,
+    /// Where clients reach its gRPC service: the address the process bound, or, for a
+    /// [`Self::prepare`]d process, the harness's [`GrpcFront`], which stays the same across
+    /// restarts.
     pub grpc: SocketAddr,
+    /// Its health listener, as bound at its last start.
     pub health: SocketAddr,
+    front: Option<GrpcFront>,
     args: Vec<(String, String)>,
     log: PathBuf,
     child: Option<tokio::process::Child>,
@@ -448,12 +446,15 @@ impl IndexerProcess {
         dstack_socket: &std::path::Path,
         extra: &[(&str, &str)],
     ) -> Self {
-        let mut process = Self::prepare(name, state, rpc_url, factory, dstack_socket, extra);
+        let mut process = Self::new(name, state, rpc_url, factory, dstack_socket, extra, None);
         process.start().await;
         process
     }
 
-    /// Like [`Self::spawn`], with ports chosen but the process not started.
+    /// Like [`Self::spawn`], but not started: its gRPC endpoint is known already (a front the
+    /// harness holds, forwarding to the process while it runs and closing connections while it
+    /// does not, like the gateway in front of a stopped CVM) and stays the same across
+    /// [`Self::kill`] and [`Self::start`].
     pub fn prepare(
         name: &str,
         state: &std::path::Path,
@@ -462,41 +463,71 @@ impl IndexerProcess {
         dstack_socket: &std::path::Path,
         extra: &[(&str, &str)],
     ) -> Self {
-        let grpc = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-        let health = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let front = GrpcFront::start();
+        Self::new(
+            name,
+            state,
+            rpc_url,
+            factory,
+            dstack_socket,
+            extra,
+            Some(front),
+        )
+    }
+
+    fn new(
+        name: &str,
+        state: &std::path::Path,
+        rpc_url: &str,
+        factory: Address,
+        dstack_socket: &std::path::Path,
+        extra: &[(&str, &str)],
+        front: Option<GrpcFront>,
+    ) -> Self {
         let mut args = vec![
             ("INDEXER_RPC_URL".to_string(), rpc_url.to_string()),
             ("INDEXER_FACTORY".into(), factory.to_string()),
-            ("INDEXER_GRPC_LISTEN".into(), grpc.to_string()),
-            ("INDEXER_HEALTH_LISTEN".into(), health.to_string()),
             (
                 "INDEXER_DSTACK_SOCKET".into(),
                 dstack_socket.display().to_string(),
             ),
             ("INDEXER_POLL_INTERVAL_MS".into(), "100".into()),
-            ("INDEXER_LOG_FORMAT".into(), "json".into()),
         ];
         for (key, value) in extra {
             args.retain(|(k, _)| k != key);
             args.push(((*key).to_string(), (*value).to_string()));
         }
+        // The process picks its ports and says which in its (JSON) `listening` line.
+        for (key, value) in [
+            ("INDEXER_GRPC_LISTEN", "127.0.0.1:0"),
+            ("INDEXER_HEALTH_LISTEN", "127.0.0.1:0"),
+            ("INDEXER_LOG_FORMAT", "json"),
+        ] {
+            args.retain(|(k, _)| k != key);
+            args.push((key.to_string(), value.to_string()));
+        }
+        let unbound = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
         Self {
             name: name.to_string(),
-            grpc,
-            health,
+            grpc: front.as_ref().map_or(unbound, |f| f.addr),
+            health: unbound,
+            front,
             args,
             log: state.join(format!("{name}.log")),
             child: None,
         }
     }
 
-    /// (Re)starts the process on the same ports with the same identity.
+    /// (Re)starts the process with the same identity; returns once it has said where it
+    /// listens and its health listener answers.
     pub async fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .unwrap();
+        // Only this start's lines: a restart appends to the same log.
+        let from = log.metadata().unwrap().len() as usize;
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_attestmesh-indexer"));
         command
             .env_clear()
@@ -509,7 +540,33 @@ impl IndexerProcess {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .kill_on_drop(true);
-        self.child = Some(command.spawn().unwrap());
+        let mut child = command.spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (grpc, health) = loop {
+            if let Some(exit) = child.try_wait().unwrap() {
+                panic!(
+                    "{} exited ({exit}) before listening:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            if let Some(addresses) = listening_line(&self.log, from) {
+                break addresses;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not log where it listens within 30 s:\n{}",
+                self.name,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        self.child = Some(child);
+        self.health = health;
+        match &self.front {
+            Some(front) => front.forward_to(Some(grpc)),
+            None => self.grpc = grpc,
+        }
         let url = format!("http://{}/healthz", self.health);
         eventually(&format!("{} health listener", self.name), 30, || {
             let url = url.clone();
@@ -525,6 +582,9 @@ impl IndexerProcess {
 
     /// SIGKILL: what a crashed or evicted CVM looks like to clients.
     pub async fn kill(&mut self) {
+        if let Some(front) = &self.front {
+            front.forward_to(None);
+        }
         if let Some(mut child) = self.child.take() {
             child.kill().await.unwrap();
         }
@@ -579,14 +639,86 @@ impl IndexerProcess {
     }
 }
 
+/// The (gRPC, health) addresses of the first `listening` line of the JSON log at `path` after
+/// byte `from`.
+fn listening_line(path: &std::path::Path, from: usize) -> Option<(SocketAddr, SocketAddr)> {
+    let log = std::fs::read(path).unwrap();
+    let line = String::from_utf8_lossy(log.get(from..).unwrap_or_default())
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["fields"]["message"] == json!("listening"))?;
+    let address = |key: &str| -> SocketAddr {
+        line["fields"][key]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} address in {line}"))
+    };
+    Some((address("grpc"), address("health")))
+}
+
+/// A TCP front on a port it bound itself (`127.0.0.1:0`), forwarding each connection to the
+/// indexer process behind it, or closing it at once while there is none. Stops when dropped.
+struct GrpcFront {
+    addr: SocketAddr,
+    backend: Arc<Mutex<Option<SocketAddr>>>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl GrpcFront {
+    /// Binds and starts accepting (inside the test's runtime).
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let backend: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+        let accepting = tokio::spawn({
+            let backend = Arc::clone(&backend);
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    let Some(to) = *backend.lock().unwrap() else {
+                        continue;
+                    };
+                    tokio::spawn(async move {
+                        if let Ok(mut upstream) = tokio::net::TcpStream::connect(to).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                        }
+                    });
+                }
+            }
+        });
+        Self {
+            addr,
+            backend,
+            accepting,
+        }
+    }
+
+    fn forward_to(&self, backend: Option<SocketAddr>) {
+        *self.backend.lock().unwrap() = backend;
+    }
+}
+
+impl Drop for GrpcFront {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+/// Changes an upstream reply before the proxy returns it: `(request, reply)`.
+pub type Rewrite = Arc<dyn Fn(&Value, &mut Value) + Send + Sync>;
+
 /// A JSON-RPC proxy in front of anvil: counts calls per method, records eth_getLogs ranges,
-/// refuses ranges above `max_range` the way hosted RPCs do, and adds `delay` to eth_getLogs.
+/// refuses ranges above `max_range` the way hosted RPCs do, adds `delay` to eth_getLogs, and
+/// passes replies through a [`Rewrite`] when one is set (an RPC that returns what the chain
+/// does not hold).
 #[derive(Clone)]
 pub struct RpcProxy {
     pub url: Url,
     pub calls: Arc<Mutex<BTreeMap<String, u64>>>,
     /// (from, to) of every eth_getLogs forwarded or refused.
     pub log_ranges: Arc<Mutex<Vec<(u64, u64, bool)>>>,
+    rewrite: Arc<Mutex<Option<Rewrite>>>,
 }
 
 #[derive(Clone)]
@@ -597,6 +729,7 @@ struct ProxyState {
     delay: Duration,
     calls: Arc<Mutex<BTreeMap<String, u64>>>,
     log_ranges: Arc<Mutex<Vec<(u64, u64, bool)>>>,
+    rewrite: Arc<Mutex<Option<Rewrite>>>,
 }
 
 impl RpcProxy {
@@ -614,17 +747,24 @@ impl RpcProxy {
             delay,
             calls: Arc::default(),
             log_ranges: Arc::default(),
+            rewrite: Arc::default(),
         };
         let proxy = Self {
             url,
             calls: Arc::clone(&state.calls),
             log_ranges: Arc::clone(&state.log_ranges),
+            rewrite: Arc::clone(&state.rewrite),
         };
         let app = axum::Router::new()
             .route("/", axum::routing::post(forward))
             .with_state(state);
         tokio::spawn(async move { axum::serve(listener, app).await });
         proxy
+    }
+
+    /// Rewrites the following replies (None: honest again).
+    pub fn set_rewrite(&self, rewrite: Option<Rewrite>) {
+        *self.rewrite.lock().unwrap() = rewrite;
     }
 
     pub fn calls_of(&self, method: &str) -> u64 {
@@ -669,7 +809,7 @@ async fn forward(
         }
         tokio::time::sleep(state.delay).await;
     }
-    let response = state
+    let mut response = state
         .http
         .post(state.upstream.clone())
         .json(&request)
@@ -679,5 +819,9 @@ async fn forward(
         .json::<Value>()
         .await
         .unwrap();
+    let rewrite = state.rewrite.lock().unwrap().clone();
+    if let Some(rewrite) = rewrite {
+        rewrite(&request, &mut response);
+    }
     axum::Json(response)
 }

@@ -5,6 +5,7 @@
 // A failed unwrap is a failed test, with the reason in the panic message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod anomalies;
 mod catch_up;
 mod client;
 mod harness;

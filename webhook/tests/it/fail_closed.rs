@@ -1,72 +1,58 @@
-//! A chain that cannot be asked is a denial, never an approval and never a hang.
+//! A chain that cannot be asked is a denial, never an approval and never a hang. The tests
+//! assert the answer (a hang fails them through [`crate::within`]); how fast it comes is a
+//! figure of `make bench` ("Paymaster webhook: failing closed" in `bench/RESULTS.md`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use alloy::primitives::{Address, Bytes};
+use attestmesh_devnet::fault_proxy::FaultProxy;
 use serde_json::json;
 
-use crate::{CHAIN_ID, Harness, POLICY, assert_denied, webhook_request};
+use crate::{CHAIN_ID, Harness, POLICY, assert_denied, webhook_request, within};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn chain_rpc_down_after_start_denies_with_a_reason() {
-    let Harness {
+    // The webhook reaches the chain through a proxy that can go down for real: its port stops
+    // listening (connection refused) and stays reserved, so nothing else answers there.
+    let chain = crate::ClusterChain::start().await;
+    let mut rpc = FaultProxy::start(chain.chain.rpc_url().clone())
+        .await
+        .unwrap();
+    let mut config = chain.config();
+    config.rpc_url = rpc.url().clone();
+    let webhook = attestmesh_webhook::Webhook::spawn(config).await.unwrap();
+    let harness = Harness {
         chain,
         webhook,
-        http,
-    } = Harness::start().await;
-    let sender = Address::repeat_byte(0x61);
+        http: reqwest::Client::new(),
+    };
     let request = webhook_request(
-        sender,
+        Address::repeat_byte(0x61),
         &Bytes::from(vec![0xde, 0xad, 0xbe, 0xef]),
         POLICY,
         json!(CHAIN_ID),
     );
-    let url = format!("http://{}/", webhook.local_addr());
-    let post = || {
-        let http = http.clone();
-        let url = url.clone();
-        let body = request.to_string();
-        async move {
-            let response = http
-                .post(url)
-                .bearer_auth(crate::SECRET)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            crate::into_json(response).await
-        }
-    };
 
     // Up: the policy answers.
-    assert_denied(&post().await, "only member-account register and execute");
+    assert_denied(
+        &within("the policy's answer", harness.post(&request)).await,
+        "only member-account register and execute",
+    );
 
-    // Dropping the chain stops anvil: its port is closed from now on.
-    drop(chain);
-    let started = Instant::now();
-    let reply = post().await;
+    rpc.go_down().await.unwrap();
+    let reply = within("the answer with the chain RPC down", harness.post(&request)).await;
     assert_denied(&reply, "sponsorship policy could not be checked");
-    assert!(
-        reply.1["reason"].as_str().unwrap().contains("fail closed"),
-        "{}",
-        reply.1
-    );
-    // Fails closed promptly rather than waiting out the gas manager's timeout.
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_denied(&reply, "fail closed");
 
     // The service itself is still up.
-    let health = http
-        .get(format!("http://{}/healthz", webhook.local_addr()))
+    let health = harness
+        .http
+        .get(harness.url("/healthz"))
         .send()
         .await
         .unwrap();
     assert_eq!(health.status().as_u16(), 200);
-    webhook.shutdown().await.unwrap();
+    harness.webhook.shutdown().await.unwrap();
 }
 
 /// A TCP proxy to the chain's RPC that can be frozen: from then on it holds every connection,
@@ -103,7 +89,7 @@ impl FreezableProxy {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn hung_chain_rpc_is_denied_within_the_chain_timeout() {
+async fn hung_chain_rpc_is_denied_once_the_chain_timeout_expires() {
     const TIMEOUT: Duration = Duration::from_millis(500);
     crate::init_test_logging();
     let chain = crate::ClusterChain::start().await;
@@ -126,18 +112,13 @@ async fn hung_chain_rpc_is_denied_within_the_chain_timeout() {
     );
 
     assert_denied(
-        &harness.post(&request).await,
+        &within("the policy's answer", harness.post(&request)).await,
         "only member-account register and execute",
     );
 
     proxy.freeze.send(true).unwrap();
-    let started = Instant::now();
-    let reply = harness.post(&request).await;
-    let elapsed = started.elapsed();
+    // The denial names the configured timeout: the webhook gave up on the chain, on its own.
+    let reply = within("the answer with the chain RPC hung", harness.post(&request)).await;
     assert_denied(&reply, "did not answer within 500ms");
     assert_denied(&reply, "fail closed");
-    assert!(
-        elapsed >= TIMEOUT && elapsed < TIMEOUT * 6,
-        "answered after {elapsed:?}"
-    );
 }

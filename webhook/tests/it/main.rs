@@ -134,6 +134,23 @@ impl Harness {
     }
 }
 
+/// How long a test waits for an answer before calling it a hang. A guard against hanging
+/// until nextest's kill, not a latency bound: the tests assert what the service answers, never
+/// how fast (`make bench` measures that, in `bench/RESULTS.md`).
+pub const HANG_GUARD: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `future`'s output, or a failed test saying that `what` hung.
+pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(HANG_GUARD, future)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{what}: no answer within {HANG_GUARD:?}, so it hangs (a hang guard, not a \
+                 latency check)"
+            )
+        })
+}
+
 /// The status and the body parsed as JSON (a non-JSON body fails the test: every reply of the
 /// service is JSON).
 pub async fn into_json(response: reqwest::Response) -> (u16, Value) {
