@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::cluster::{healthy, prepare, wait_for_status};
 use crate::epochs::owner_call;
-use crate::harness::DEADLINE;
+use crate::harness::budget;
 
 /// A proxy in front of anvil that namespaces reach (on every address of the host).
 async fn proxy(cluster: &Cluster) -> FaultProxy {
@@ -242,7 +242,7 @@ async fn a_lying_rpc_endpoint_cannot_make_a_node_believe_a_fake_member() {
     .await;
     for node in &cluster.nodes {
         wait_for_status(node, "epoch 1 through the quorum", |_| true).await;
-        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let deadline = tokio::time::Instant::now() + budget();
         while node.metric("attestmesh_agent_csk_epoch").await.unwrap() != Some(1.0) {
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -374,7 +374,7 @@ async fn a_failed_refresh_around_a_revocation_is_retried_until_the_member_is_rev
         "unavailable",
     )
     .await;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let deadline = tokio::time::Instant::now() + budget();
     while counter(
         node,
         "attestmesh_agent_chain_view_failures_total",
@@ -391,7 +391,7 @@ async fn a_failed_refresh_around_a_revocation_is_retried_until_the_member_is_rev
     }
 
     rpc.set_mode(FaultMode::Pass);
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let deadline = tokio::time::Instant::now() + budget();
     loop {
         let now = peers(node).await;
         if now

@@ -12,7 +12,7 @@ use attestmesh_devnet::cluster::{Cluster, ClusterNode};
 use attestmesh_devnet::stack::StackConfig;
 use attestmesh_proto::agent::v1 as pb;
 
-use crate::harness::{DEADLINE, init_logs};
+use crate::harness::{budget, init_logs, within};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_cluster-mesh-agent");
 
@@ -52,7 +52,7 @@ const HEALTHY_WITHIN: Duration = Duration::from_secs(270);
 /// Waits until every node is healthy; phase changes go to the test's output.
 pub async fn healthy(cluster: &mut Cluster) -> Duration {
     cluster
-        .wait_all_healthy(HEALTHY_WITHIN, |view| {
+        .wait_all_healthy(within(HEALTHY_WITHIN), |view| {
             eprintln!("{}: {} {:?}", view.name, view.phase(), view.status)
         })
         .await
@@ -142,7 +142,7 @@ async fn a_cold_start_at_base_cadence_costs_at_most_2n_plus_1_operations_and_non
         cluster.start_agent(i).unwrap();
     }
     cluster
-        .wait_converged(DEADLINE)
+        .wait_converged(budget())
         .await
         .expect("the cluster becomes whole");
     assert_converged_on_the_committed_csk(&cluster).await;
@@ -175,7 +175,7 @@ async fn a_cold_start_at_base_cadence_costs_at_most_2n_plus_1_operations_and_non
     // Steady state: five blocks later nobody has sent anything.
     let chain = cluster.stack.chain.operator_client().clone();
     let from = chain.block_number().await.unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let deadline = tokio::time::Instant::now() + budget();
     while chain.block_number().await.unwrap() < from + 5 {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -279,7 +279,7 @@ pub async fn wait_for_status(
     what: &str,
     done: impl Fn(&pb::MeshStatus) -> bool,
 ) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let deadline = tokio::time::Instant::now() + budget();
     loop {
         let current = node.status().await;
         if current.as_ref().is_some_and(&done) {
@@ -329,7 +329,7 @@ async fn a_killed_node_flaps_without_closing_the_gate_and_recovers() {
     let before = identified_connections(&cluster).await;
     let dropped = cluster.stack.gateway.drop_all_connections();
     assert!(dropped > 0, "the mesh's transports go through the gateway");
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let deadline = tokio::time::Instant::now() + budget();
     loop {
         let now = identified_connections(&cluster).await;
         if now >= before + 3.0 {
@@ -472,7 +472,7 @@ async fn forged_and_replayed_heartbeats_never_make_a_peer_live() {
         .join()
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let deadline = tokio::time::Instant::now() + budget();
     while dropped_heartbeats(&cluster.nodes[0]).await < dropped_before + 4 {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -518,7 +518,7 @@ async fn forged_and_replayed_heartbeats_never_make_a_peer_live() {
         .join()
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let deadline = tokio::time::Instant::now() + budget();
     while dropped_heartbeats(&cluster.nodes[0]).await < dropped_before + 250 {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -731,7 +731,7 @@ async fn the_demo_exits_ok_once_healthy_and_cleans_up() {
             indexer_binary: None,
             no_indexer: false,
             exit_when_healthy: true,
-            timeout_secs: DEADLINE.as_secs(),
+            timeout_secs: budget().as_secs(),
             state_dir: dir.path().join("demo"),
             // The devnet test of the binary (devnet/tests/it/demo.rs) runs the default, alto.
             bundler: attestmesh_devnet::demo::DemoBundler::Project,

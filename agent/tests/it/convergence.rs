@@ -22,7 +22,7 @@ use attestmesh_proto::agent::v1 as pb;
 use tokio::sync::oneshot;
 
 use crate::cluster::{healthy, start, wait_live_peers};
-use crate::harness::DEADLINE;
+use crate::harness::budget;
 
 /// The transport port the agents listen on (their default `--mesh.listen`).
 const TRANSPORT_PORT: u16 = 51820;
@@ -204,7 +204,7 @@ async fn restarted_nodes_reach_healthy_while_a_member_heartbeats_a_false_set() {
         let name = cluster.nodes[i].name.clone();
         cluster
             .wait_until(
-                DEADLINE,
+                budget(),
                 |views| views[i].healthy,
                 |view| eprintln!("{}: {} {:?}", view.name, view.phase(), view.status),
             )
@@ -217,7 +217,7 @@ async fn restarted_nodes_reach_healthy_while_a_member_heartbeats_a_false_set() {
         let status = node.status().await.unwrap();
         assert!(status.first_converged, "{}: {status:?}", node.name);
         // The liar is reported, not ignored (the gauge follows the 500 ms reconcile pass).
-        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let deadline = tokio::time::Instant::now() + budget();
         while dissenting_peers(node).await != Some(1.0) {
             assert!(
                 tokio::time::Instant::now() < deadline,

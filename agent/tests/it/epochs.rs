@@ -13,7 +13,7 @@ use attestmesh_proto::agent::v1 as pb;
 use tokio_stream::StreamExt;
 
 use crate::cluster::{healthy, healthz_code, prepare, start, wait_for_status, wait_live_peers};
-use crate::harness::DEADLINE;
+use crate::harness::budget;
 
 /// Sends an owner transaction to the cluster.
 pub async fn owner_call(cluster: &Cluster, what: &str, data: Vec<u8>) {
@@ -51,7 +51,7 @@ async fn wait_for_key(
     what: &str,
     done: impl Fn(&pb::ClusterSharedKey) -> bool,
 ) -> pb::ClusterSharedKey {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let deadline = tokio::time::Instant::now() + budget();
     loop {
         let key = key_of(node).await;
         if let Ok(key) = &key
@@ -61,7 +61,7 @@ async fn wait_for_key(
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{}: {what} within {DEADLINE:?} (last: {:?}); log tail:\n{}",
+            "{}: {what} within the wait budget (last: {:?}); log tail:\n{}",
             node.name,
             key.map(|k| (k.epoch, k.previous.map(|p| p.epoch))),
             node.log_tail(40)

@@ -177,7 +177,7 @@ async fn an_accepted_registration_whose_receipt_never_comes_leaves_exactly_one_m
     let started = Instant::now();
     let agent = devnet.agent(dir.path()).await;
     let operator = devnet.stack.chain.operator_client().clone();
-    let deadline = Instant::now() + DEADLINE;
+    let deadline = Instant::now() + budget();
     while operator
         .member_of(devnet.stack.cluster, devnet.stack.nodes[0].account)
         .await

@@ -78,7 +78,7 @@ async fn grpcio_client_on_the_unix_socket_is_served() {
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();
-    let output = tokio::time::timeout(DEADLINE, run)
+    let output = tokio::time::timeout(budget(), run)
         .await
         .expect("the grpcio client finishes")
         .expect("the grpcio client starts");

@@ -17,6 +17,49 @@ use url::Url;
 /// Long enough for any honest wait on this machine; a test that needs more is hung.
 pub const DEADLINE: Duration = Duration::from_secs(180);
 
+/// nextest kills a test 300 s after it started (.config/nextest.toml), and a killed test reports
+/// nothing. Every wait ends by this much of the test's life, so a hang fails with its diagnostics
+/// even after several waits in a row.
+const REPORT_BY: Duration = Duration::from_secs(285);
+
+/// How long a wait starting now may last: [`DEADLINE`], cut to what is left before
+/// [`REPORT_BY`].
+pub fn budget() -> Duration {
+    within(DEADLINE)
+}
+
+/// `max`, cut to what is left of the test's life before [`REPORT_BY`] (at least 1 s, so the wait
+/// still checks once and fails with what it saw).
+pub fn within(max: Duration) -> Duration {
+    max.min(REPORT_BY.saturating_sub(test_age()))
+        .max(Duration::from_secs(1))
+}
+
+/// How long this test has run: nextest runs each test in a process of its own, so the process's
+/// age (/proc/self/stat's start time against /proc/uptime).
+fn test_age() -> Duration {
+    /// Clock ticks per second of /proc's times (USER_HZ, 100 on Linux).
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // Fields after the command name (which may hold spaces) start at the state, field 3.
+    let after_name = &stat[stat
+        .rfind(')')
+        .expect("stat has the command in parentheses")
+        + 2..];
+    let start_ticks: f64 = after_name
+        .split_whitespace()
+        .nth(19)
+        .and_then(|field| field.parse().ok())
+        .expect("stat's field 22 is the start time");
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .expect("/proc/uptime")
+        .split_whitespace()
+        .next()
+        .and_then(|field| field.parse().ok())
+        .expect("uptime in seconds");
+    Duration::from_secs_f64((uptime - start_ticks / TICKS_PER_SECOND).max(0.0))
+}
+
 /// Logs to the test's captured output (shown when a test fails), debug for the project.
 pub fn init_logs() {
     attestmesh_devnet::test_logs::init("info,attestmesh=debug");
@@ -40,7 +83,7 @@ pub struct RunningAgent {
 
 impl RunningAgent {
     pub async fn client(&self) -> AgentClient<Channel> {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let deadline = tokio::time::Instant::now() + budget();
         loop {
             if let Ok(client) = attestmesh_agent::status::connect(&self.socket).await {
                 return client;
@@ -119,7 +162,7 @@ pub async fn wait_status(
     done: impl Fn(&pb::MeshStatus) -> bool,
 ) -> pb::MeshStatus {
     let mut client = agent.client().await;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let deadline = tokio::time::Instant::now() + budget();
     loop {
         // Every outcome, an error included, is checked against the deadline: a wait that
         // only checked it on success once hung a test until nextest killed it.
@@ -182,11 +225,11 @@ pub async fn send(from: &RunningAgent, to: u64, payload: &[u8]) -> pb::SendMessa
         recipient_member_id: to,
         payload: payload.to_vec(),
     });
-    tokio::time::timeout(DEADLINE, call)
+    tokio::time::timeout(budget(), call)
         .await
         .unwrap_or_else(|_| {
             panic!(
-                "{}: SendMessage did not answer within {DEADLINE:?}",
+                "{}: SendMessage did not answer within the wait budget",
                 from.name
             )
         })
@@ -206,9 +249,19 @@ pub async fn first_message(agent: &RunningAgent, cursor: &str) -> pb::InboundMes
         .await
         .unwrap()
         .into_inner();
-    tokio::time::timeout(DEADLINE, stream.next())
+    tokio::time::timeout(budget(), stream.next())
         .await
         .expect("a message arrives")
         .unwrap()
         .unwrap()
+}
+
+/// The wait budget reads this test's age from /proc: a new test has nearly all of it, and a
+/// wait never runs past what is left before nextest's kill.
+#[test]
+fn a_new_test_has_nearly_its_whole_wait_budget() {
+    let age = test_age();
+    assert!(age < Duration::from_secs(60), "a new test is {age:?} old");
+    assert_eq!(budget(), DEADLINE);
+    assert!(within(Duration::from_secs(10_000)) <= REPORT_BY);
 }

@@ -126,7 +126,7 @@ async fn public_surfaces(agent: &RunningAgent) -> String {
 /// Polls `/status` (up before the API socket is) until its `waiting_for` holds `words`,
 /// checking every public surface on the way; returns it.
 async fn wait_waiting_for(agent: &RunningAgent, words: &str) -> String {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let deadline = tokio::time::Instant::now() + budget();
     loop {
         let waiting_for = public_surfaces(agent).await;
         if waiting_for.contains(words) {
@@ -142,6 +142,34 @@ async fn wait_waiting_for(agent: &RunningAgent, words: &str) -> String {
 }
 
 /// GetMeshStatus's `waiting_for`, checked for secrets.
+/// The agent's failed chain polls so far, from /metrics.
+async fn poll_errors(agent: &RunningAgent) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", agent.health))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    attestmesh_devnet::cluster::family_series(&text, "attestmesh_agent_chain_poll_errors_total")
+        .unwrap()
+        .expect("the agent exports its poll errors")
+        .values()
+        .sum()
+}
+
+/// Waits until `done` holds, within the wait budget.
+async fn wait_for<F, Fut>(what: &str, done: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + budget();
+    while !done().await {
+        assert!(tokio::time::Instant::now() < deadline, "never saw {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn grpc_waiting_for(agent: &RunningAgent) -> String {
     let status = agent
         .client()
@@ -246,11 +274,20 @@ async fn no_secret_of_the_configuration_reaches_a_log_line_status_header_or_erro
     bundler.come_back().await.unwrap();
 
     // The chain RPC failing under the running node: JSON-RPC errors, then its port closed.
+    // Each phase lasts until the agent has met it twice, not for a fixed time.
+    let faults_before = chain.faults_injected();
     chain.set_mode(FaultMode::RpcError);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_for("two JSON-RPC error replies to the agent", || async {
+        chain.faults_injected() >= faults_before + 2
+    })
+    .await;
     chain.set_mode(FaultMode::Pass);
+    let errors_before = poll_errors(&agent).await;
     chain.go_down().await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_for("two failed polls against the closed port", || async {
+        poll_errors(&agent).await >= errors_before + 2.0
+    })
+    .await;
     public_surfaces(&agent).await;
     grpc_waiting_for(&agent).await;
     chain.come_back().await.unwrap();
