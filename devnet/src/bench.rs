@@ -4,11 +4,12 @@
 //!
 //! Every figure comes from real processes: agents in namespaces on the devnet (chain at Base's
 //! 2 s blocks and, for comparison, mining a block per transaction; the real alto bundler by
-//! default; gas manager, gateway), iperf3 for throughput, the indexer binary for catch-up,
-//! forge's gas snapshots for gas, the paymaster webhook (in this process) for how fast it fails
-//! closed. The agents reach anvil through a counting proxy
-//! ([`FaultProxy`] in pass mode), which is how chain RPC requests are counted. Targets are
-//! printed beside the figures; nothing here asserts one, and tests never read these figures.
+//! default; gas manager, gateway), iperf3 for throughput, the indexer binary for catch-up and
+//! for message delivery by push against chain-log polling, forge's gas snapshots for gas, the
+//! paymaster webhook (in this process) for how fast it fails closed. The agents reach anvil
+//! through a counting proxy ([`FaultProxy`] in pass mode), which is how chain RPC requests are
+//! counted. Targets are printed beside the figures; nothing here asserts one, and tests never
+//! read these figures.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -46,8 +47,8 @@ pub struct BenchArgs {
     #[arg(long = "join-size", default_value_t = 16)]
     pub join_size: usize,
     /// Sizes of the running clusters (at Base's 2 s blocks) in which a member is revoked, then
-    /// the originator; empty skips the revocation figures.
-    #[arg(long = "revoke-sizes", value_delimiter = ',', default_value = "3,16")]
+    /// the originator; the flag without a value skips the revocation figures.
+    #[arg(long = "revoke-sizes", value_delimiter = ',', num_args = 0.., default_value = "3,16")]
     pub revoke_sizes: Vec<usize>,
     /// Largest cluster whose restart of 2 nodes is measured (the restart of all nodes always
     /// is): bigger clusters skip it to keep the run short.
@@ -70,6 +71,10 @@ pub struct BenchArgs {
     /// Empty blocks mined before the indexer runs (`anvil_mine`).
     #[arg(long = "empty-blocks", default_value_t = 1500)]
     pub empty_blocks: u64,
+    /// Messages per case for the delivery figures after the indexer's catch-up (block to the
+    /// recipient agent, indexer push vs chain-log polling alone); 0 skips that section.
+    #[arg(long = "delivery-messages", default_value_t = 6)]
+    pub delivery_messages: usize,
     /// Requests per case for the paymaster webhook's fail-closed timing (its chain RPC up,
     /// down, hung); 0 skips that section.
     #[arg(long = "webhook-requests", default_value_t = 20)]
@@ -144,7 +149,7 @@ pub fn parse_cadence(text: &str) -> Result<Cadence, String> {
 /// The bundler the agents' UserOperations go through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BundlerChoice {
-    /// `@pimlico/alto` from node_modules, on a free port ([`StackConfig::alto_port`]).
+    /// `@pimlico/alto` from node_modules, on a port its server picks ([`StackConfig::alto_port`]).
     Alto,
     /// The project's devnet bundler.
     Project,
@@ -475,7 +480,8 @@ impl Bench<'_> {
         std::fs::create_dir_all(dir)?;
         let mut config = cadence.apply(StackConfig::new(dir.join("devnet")));
         if self.args.bundler == BundlerChoice::Alto {
-            config.alto_port = Some(free_port()?);
+            // 0: alto's server picks its port (read from its log), so no other run can take it.
+            config.alto_port = Some(0);
         }
         let prepared = Cluster::prepare_with(config, dir, size, &self.agent).await;
         let mut cluster = match self.args.bundler {
@@ -575,6 +581,14 @@ impl Bench<'_> {
             )
             .await?;
             section.push_str(&measure_catch_up(cluster, indexer, cadence).await?);
+            if self.args.delivery_messages > 0 && size >= 2 {
+                section.push_str(
+                    &measure_delivery(cluster, self.args.delivery_messages, cadence).await?,
+                );
+            }
+            // Stopped (dropping it kills the process) unless the delivery section did: the
+            // figures are in.
+            cluster.indexer = None;
             *history = Some(section);
         }
         Ok(StartRun {
@@ -811,13 +825,6 @@ impl Bench<'_> {
         )?;
         Ok(out)
     }
-}
-
-/// A free TCP port (bound on loopback, then released) for alto.
-fn free_port() -> eyre::Result<u16> {
-    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .wrap_err("cannot find a free loopback port for alto")?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// alto's version, from its package.json in node_modules.
@@ -1234,8 +1241,6 @@ async fn measure_catch_up(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    // Stopped here (dropping it kills the process): the figures are in.
-    cluster.indexer = None;
     let number = |key: &str| {
         status[key]
             .as_f64()
@@ -1275,6 +1280,182 @@ async fn measure_catch_up(
          accepts it, so this history takes a handful of calls; against a hosted Base RPC the \
          rate is set by that provider's latency and log-range limit (`--logs.max-range`).\n\n",
     );
+    Ok(out)
+}
+
+/// How soon a message reaches its recipient agent: from the block that holds it (first seen by a
+/// 10 ms head poll) until the recipient's `SubscribeMessages` stream yields it. `messages` from
+/// node 1 to the other nodes in turn, first with the cluster's indexer up and the recipients
+/// subscribed to it, then with the indexer stopped (chain-log polling alone, the agents' default
+/// interval). Stops the indexer.
+async fn measure_delivery(
+    cluster: &mut Cluster,
+    messages: usize,
+    cadence: Cadence,
+) -> eyre::Result<String> {
+    use attestmesh_proto::agent::v1 as pb;
+    type Seen<K> = std::sync::Arc<std::sync::Mutex<BTreeMap<K, Instant>>>;
+    const SUBSCRIPTIONS: &str = "attestmesh_agent_indexer_subscriptions_total";
+    const ACCEPTED: &str = "attestmesh_agent_indexer_pushes_accepted_total";
+
+    println!("[bench]   message delivery: indexer push vs chain-log polling");
+    let recipients = &cluster.nodes[1..];
+    let deadline = Instant::now() + WAIT_LIMIT;
+    for node in recipients {
+        while node.metric(SUBSCRIPTIONS).await?.unwrap_or(0.0) < 1.0 {
+            if Instant::now() >= deadline {
+                eyre::bail!("{} never subscribed to the indexer", node.name);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    // When each block was first seen.
+    let blocks: Seen<u64> = Default::default();
+    let provider = cluster.stack.chain.operator_client().provider().clone();
+    let watched = std::sync::Arc::clone(&blocks);
+    tasks.spawn(async move {
+        loop {
+            if let Ok(head) = provider.get_block_number().await {
+                let now = Instant::now();
+                let mut blocks = watched.lock().unwrap_or_else(|e| e.into_inner());
+                let first = blocks.last_key_value().map_or(head, |(last, _)| last + 1);
+                for block in first..=head {
+                    blocks.insert(block, now);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    // When each message (by transaction) reached its recipient's app stream.
+    let arrived: Seen<String> = Default::default();
+    for node in recipients {
+        let mut stream = node
+            .client()
+            .await?
+            .subscribe_messages(pb::SubscribeMessagesRequest::default())
+            .await
+            .wrap_err_with(|| format!("{}: SubscribeMessages", node.name))?
+            .into_inner();
+        let arrived = std::sync::Arc::clone(&arrived);
+        tasks.spawn(async move {
+            while let Ok(Some(message)) = stream.message().await {
+                arrived
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(message.transaction_hash.to_lowercase())
+                    .or_insert_with(Instant::now);
+            }
+        });
+    }
+
+    let mut sender = cluster.nodes[0].client().await?;
+    let mut ids = Vec::new();
+    for node in recipients {
+        ids.push(node.get_self().await?.member_id);
+    }
+    let accepted = async |cluster: &Cluster| -> eyre::Result<f64> {
+        let mut sum = 0.0;
+        for node in &cluster.nodes[1..] {
+            sum += node.metric(ACCEPTED).await?.unwrap_or(0.0);
+        }
+        Ok(sum)
+    };
+    let mut rows = Vec::new();
+    for with_indexer in [true, false] {
+        if !with_indexer {
+            // Dropping it kills the process: the agents' push sessions end, polling carries on.
+            cluster.indexer = None;
+        }
+        let accepted_before = accepted(cluster).await?;
+        let mut sent = Vec::new();
+        for n in 0..messages {
+            let reply = sender
+                .send_message(pb::SendMessageRequest {
+                    recipient_member_id: ids[n % ids.len()],
+                    payload: format!("delivery {n}").into_bytes(),
+                })
+                .await
+                .wrap_err_with(|| format!("SendMessage {n}"))?
+                .into_inner();
+            sent.push((reply.transaction_hash.to_lowercase(), reply.block_number));
+        }
+        let deadline = Instant::now() + WAIT_LIMIT;
+        let millis = loop {
+            let delays: Option<Vec<f64>> = {
+                let blocks = blocks.lock().unwrap_or_else(|e| e.into_inner());
+                let arrived = arrived.lock().unwrap_or_else(|e| e.into_inner());
+                sent.iter()
+                    .map(|(tx, block)| {
+                        let delay = arrived
+                            .get(tx)?
+                            .saturating_duration_since(*blocks.get(block)?);
+                        Some(delay.as_secs_f64() * 1000.0)
+                    })
+                    .collect()
+            };
+            if let Some(delays) = delays {
+                break delays;
+            }
+            if Instant::now() >= deadline {
+                eyre::bail!("not every message reached its recipient within {WAIT_LIMIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let pushes = accepted(cluster).await? - accepted_before;
+        // The figures mean what they say only if the push path was (or was not) in use.
+        if with_indexer == (pushes == 0.0) {
+            eyre::bail!(
+                "{pushes} pushes accepted by the recipients {} the indexer",
+                if with_indexer { "with" } else { "without" }
+            );
+        }
+        let (_, min, max) = stats(&millis);
+        println!(
+            "[bench]     {}: {min:.0} / {:.0} / {max:.0} ms (min / median / max)",
+            if with_indexer {
+                "indexer up"
+            } else {
+                "polling alone"
+            },
+            median_of(millis.clone())
+        );
+        rows.push((with_indexer, millis));
+    }
+    tasks.abort_all();
+
+    let command: Vec<String> = std::env::args().collect();
+    let mut out = String::from("## Message delivery: indexer push vs chain-log polling\n\n");
+    writeln!(
+        out,
+        "From the block holding a message (first seen by a 10 ms head poll) until the recipient \
+         agent's `SubscribeMessages` stream yields it: sealed messages from node-1 to the other \
+         {} nodes in turn, on the steady-state cluster ({}; the agents poll chain logs at their \
+         default interval). First with the indexer up and every recipient subscribed to it (its \
+         pushes accepted meanwhile; polling continues underneath), then with the indexer \
+         stopped. Measured by `{}`. A node's polling delay is set by its poll timer's phase \
+         against the block clock (agents started together share it). The indexer tests assert \
+         that both paths deliver the same events, not these times.\n",
+        recipients.len(),
+        cadence.label(),
+        command.join(" ")
+    )?;
+    out.push_str("| intake | messages | min / median / max |\n| --- | ---: | ---: |\n");
+    for (with_indexer, millis) in &rows {
+        let (_, min, max) = stats(millis);
+        writeln!(
+            out,
+            "| {} | {} | {min:.0} / {:.0} / {max:.0} ms |",
+            if *with_indexer {
+                "indexer push (polling underneath)"
+            } else {
+                "chain-log polling alone (indexer stopped)"
+            },
+            millis.len(),
+            median_of(millis.clone())
+        )?;
+    }
+    out.push('\n');
     Ok(out)
 }
 

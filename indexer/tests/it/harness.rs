@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use alloy::network::TransactionBuilder;
@@ -33,21 +33,6 @@ use url::Url;
 
 /// anvil's genesis in these tests: Base-like history below that does not exist.
 pub const GENESIS: u64 = 47_000_000;
-
-static TRACING: Once = Once::new();
-
-/// Test logs on the test writer (shown for failing tests), `RUST_LOG` to filter.
-pub fn init_tracing() {
-    TRACING.call_once(|| {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_test_writer()
-            .with_ansi(false)
-            .try_init();
-    });
-}
 
 /// Fails the test instead of hanging it.
 pub async fn within<T>(what: &str, seconds: u64, future: impl Future<Output = T>) -> T {
@@ -92,7 +77,7 @@ impl World {
     /// anvil at [`GENESIS`], the deploy script, `mined_before` empty blocks, a second factory,
     /// then `mined_after` empty blocks.
     pub async fn start(mined_before: u64, mined_after: u64) -> Self {
-        init_tracing();
+        attestmesh_devnet::test_logs::init("info");
         let chain = LocalChain::start(LocalChainConfig {
             genesis_block: Some(GENESIS),
             ..LocalChainConfig::default()

@@ -7,7 +7,7 @@ use attestmesh_bindings::member_account::MemberAccount;
 use serde_json::json;
 
 use crate::proof::Node;
-use crate::{CHAIN_ID, Harness, POLICY, assert_denied, assert_error, kms_root, webhook_request};
+use crate::{CHAIN_ID, Harness, KMS_SEED, POLICY, assert_denied, assert_error, webhook_request};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn approves_a_bootstrap_registration_from_an_allowlisted_member_account() {
@@ -19,9 +19,9 @@ async fn approves_a_bootstrap_registration_from_an_allowlisted_member_account() 
         .add_member_account(cluster, "node-1")
         .await
         .unwrap();
-    let node = Node::new("node-1", account);
+    let node = Node::new("node-1", account, KMS_SEED).await;
     let call_data = node
-        .register_call_data(harness.chain.chain.operator_client(), cluster, &kms_root())
+        .register_call_data(harness.chain.chain.operator_client(), cluster)
         .await;
 
     // Alchemy sends chainId as a string; other gas managers send a number or hex. All three
@@ -64,8 +64,9 @@ async fn denies_what_the_policy_denies_with_the_policys_reason() {
 
     // A well-formed proof from an account the operator never allowlisted.
     let stranger = Address::repeat_byte(0x5a);
-    let call_data = Node::new("stranger", stranger)
-        .register_call_data(client, cluster, &kms_root())
+    let call_data = Node::new("stranger", stranger, KMS_SEED)
+        .await
+        .register_call_data(client, cluster)
         .await;
     let reply = harness
         .post(&webhook_request(
@@ -87,9 +88,9 @@ async fn denies_what_the_policy_denies_with_the_policys_reason() {
         .add_member_account(cluster, "node-2")
         .await
         .unwrap();
-    let rogue_kms = alloy::signers::local::PrivateKeySigner::random();
-    let call_data = Node::new("node-2", account)
-        .register_call_data(client, cluster, &rogue_kms)
+    let call_data = Node::new("node-2", account, "attestmesh.webhook-test.rogue-kms-root")
+        .await
+        .register_call_data(client, cluster)
         .await;
     let reply = harness
         .post(&webhook_request(

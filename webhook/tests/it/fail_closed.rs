@@ -91,7 +91,7 @@ impl FreezableProxy {
 #[tokio::test(flavor = "multi_thread")]
 async fn hung_chain_rpc_is_denied_once_the_chain_timeout_expires() {
     const TIMEOUT: Duration = Duration::from_millis(500);
-    crate::init_test_logging();
+    attestmesh_devnet::test_logs::init(crate::LOG_FILTER);
     let chain = crate::ClusterChain::start().await;
     let anvil_port = chain.chain.rpc_url().port().unwrap();
     let proxy = FreezableProxy::start(([127, 0, 0, 1], anvil_port).into()).await;

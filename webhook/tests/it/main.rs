@@ -16,6 +16,7 @@ mod startup;
 
 use alloy::primitives::{Address, B256, Bytes, keccak256};
 use alloy::signers::local::PrivateKeySigner;
+use attestmesh_devnet::dstack_simulator::keys::kms_root_from_seed;
 use attestmesh_devnet::local_chain::{LocalChain, LocalChainConfig};
 use attestmesh_webhook::{Webhook, WebhookConfig, WebhookHandle, WebhookSecret};
 use serde_json::{Value, json};
@@ -27,23 +28,20 @@ pub const POLICY: &str = "policy-e2e";
 /// anvil's default chain id (LocalChainConfig::default()).
 pub const CHAIN_ID: u64 = 31337;
 
-/// The KMS root the tests hold and allowlist in their cluster.
-pub fn kms_root() -> PrivateKeySigner {
-    PrivateKeySigner::from_bytes(&keccak256("attestmesh.webhook-test.kms-root")).unwrap()
+/// The devnet seed of the KMS root the tests' dstack simulators use and their cluster allowlists.
+pub const KMS_SEED: &str = "attestmesh.webhook-test.kms-root";
+
+/// The address of [`KMS_SEED`]'s KMS root.
+pub fn kms_root() -> Address {
+    let root = kms_root_from_seed(KMS_SEED).unwrap();
+    PrivateKeySigner::from_slice(&root.to_bytes())
+        .unwrap()
+        .address()
 }
 
-/// The service's logs in the test output (shown for failing tests, or with --nocapture);
-/// `RUST_LOG` overrides the default.
-pub fn init_test_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("attestmesh::webhook=debug"));
-    // Several tests share the process: only the first installs it.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_test_writer()
-        .with_ansi(false)
-        .try_init();
-}
+/// The default log filter of these tests (the service's logs, shown for failing tests or with
+/// --nocapture); `RUST_LOG` overrides it.
+pub const LOG_FILTER: &str = "attestmesh::webhook=debug";
 
 /// A local chain with one cluster that allowlists [`kms_root`].
 #[derive(Debug)]
@@ -54,7 +52,7 @@ pub struct ClusterChain {
 
 impl ClusterChain {
     pub async fn start() -> Self {
-        init_test_logging();
+        attestmesh_devnet::test_logs::init(LOG_FILTER);
         let chain = LocalChain::start(LocalChainConfig::default())
             .await
             .unwrap();
@@ -63,7 +61,7 @@ impl ClusterChain {
                 B256::repeat_byte(0x11),
                 0x0a58_0000,
                 16,
-                vec![kms_root().address()],
+                vec![kms_root()],
                 vec![keccak256("attestmesh.webhook-test.compose")],
             )
             .await

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::proof::Node;
 use crate::{
-    CHAIN_ID, Harness, POLICY, SECRET, assert_denied, assert_error, kms_root, webhook_request,
+    CHAIN_ID, Harness, KMS_SEED, POLICY, SECRET, assert_denied, assert_error, webhook_request,
 };
 
 /// A member registered through the real sponsorship path (gas manager → this webhook →
@@ -34,9 +34,9 @@ async fn register(harness: &Harness, name: &str) -> Member {
     let chain = &harness.chain.chain;
     let cluster = harness.chain.cluster;
     let account = chain.add_member_account(cluster, name).await.unwrap();
-    let node = Node::new(name, account);
+    let node = Node::new(name, account, KMS_SEED).await;
     let call_data = node
-        .register_call_data(chain.operator_client(), cluster, &kms_root())
+        .register_call_data(chain.operator_client(), cluster)
         .await;
     let bundler = Bundler::spawn(BundlerConfig::new(
         chain.rpc_url().clone(),

@@ -1,128 +1,92 @@
-//! dstack registration proofs built the way test/utils/ClusterFixture.sol builds them, from keys
-//! the test holds: the derived key signs the EIP-191 form of the chain's registration digest;
-//! the app key signs keccak256(purpose ":" lowercase-hex(compressed derived key)) and the KMS
-//! root signs keccak256("dstack-kms-issued:" ‖ app id ‖ compressed app key), both with v ∈ {0,1}
-//! as dstack does (field note 3).
+//! Registration proofs built the way the agent builds them: a dstack simulator (the guest
+//! agent's wire format and signature chain, v ∈ {0,1} as dstack signs, field note 3) answers
+//! `/GetKey` for the node's owner key, and the project's one builder,
+//! [`attestmesh_chain::proof::dstack_proof`], turns the reply and the chain's registration
+//! digest into the proof.
 
 use alloy::primitives::{Address, B256, Bytes, keccak256};
-use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
-use alloy::sol_types::SolCall;
+use alloy::sol_types::{SolCall, SolValue};
 use attestmesh_bindings::cluster::Cluster;
 use attestmesh_bindings::member_account::MemberAccount;
 use attestmesh_chain::ChainClient;
+use attestmesh_devnet::dstack_simulator::{
+    DstackSimulator, KeySource, SimulatorConfig, SimulatorHandle,
+};
 
-/// The GetKey purpose of a node's owner key.
+/// The GetKey path and purpose of a node's owner key (the agent's, `agent/src/identity.rs`).
+pub const OWNER_PATH: &str = "/attestmesh/v1/owner";
 pub const OWNER_PURPOSE: &str = "attestmesh-owner";
 
-/// A simulated dstack node whose keys all derive from its name.
+/// A simulated dstack node: its app id is its member account, its app key issued by the KMS
+/// root of `kms_seed`.
 #[derive(Debug)]
 pub struct Node {
     pub account: Address,
-    app_key: PrivateKeySigner,
-    derived_key: PrivateKeySigner,
-    keys: [B256; 3],
+    owner: PrivateKeySigner,
+    keys: Cluster::NodeKeys,
+    dstack: SimulatorHandle,
 }
 
 impl Node {
-    pub fn new(name: &str, account: Address) -> Self {
-        let key = |kind: &str| {
-            PrivateKeySigner::from_bytes(&keccak256(format!(
-                "attestmesh.webhook-test:{kind}:{name}"
-            )))
-            .unwrap()
-        };
+    /// Starts the node's dstack simulator (TCP, a port it picks itself) and reads its owner key.
+    pub async fn new(name: &str, account: Address, kms_seed: &str) -> Self {
+        let dstack = DstackSimulator::spawn_tcp(
+            SimulatorConfig::new(
+                account.into_array().into(),
+                KeySource::DevnetSeed(kms_seed.to_owned()),
+            ),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .unwrap();
+        let reply = dstack
+            .client()
+            .get_key(OWNER_PATH, OWNER_PURPOSE)
+            .await
+            .unwrap();
         Self {
             account,
-            app_key: key("app"),
-            derived_key: key("derived"),
-            keys: [
-                keccak256(format!("x25519:{name}")),
-                keccak256(format!("ed25519:{name}")),
-                keccak256(format!("wireguard:{name}")),
-            ],
+            owner: attestmesh_chain::proof::owner_signer(&reply).unwrap(),
+            keys: Cluster::NodeKeys {
+                x25519: keccak256(format!("x25519:{name}")),
+                ed25519: keccak256(format!("ed25519:{name}")),
+                wireguard: keccak256(format!("wireguard:{name}")),
+            },
+            dstack,
         }
     }
 
     /// The node's owner key (the derived key the proof attests), which signs its operations.
     pub fn owner(&self) -> &PrivateKeySigner {
-        &self.derived_key
+        &self.owner
     }
 
-    /// `MemberAccount.register(proof, keys)` calldata, the proof issued by `kms_root` and bound
-    /// to `cluster` by the digest the chain computes.
-    pub async fn register_call_data(
-        &self,
-        client: &ChainClient,
-        cluster: Address,
-        kms_root: &PrivateKeySigner,
-    ) -> Bytes {
-        let [x25519, ed25519, wireguard] = self.keys;
-        let digest = client
-            .registration_digest(
-                cluster,
-                self.account,
-                Cluster::NodeKeys {
-                    x25519,
-                    ed25519,
-                    wireguard,
-                },
-            )
+    /// `MemberAccount.register(proof, keys)` calldata, the proof bound to `cluster` by the digest
+    /// the chain computes.
+    pub async fn register_call_data(&self, client: &ChainClient, cluster: Address) -> Bytes {
+        let digest: B256 = client
+            .registration_digest(cluster, self.account, self.keys.clone())
             .await
             .unwrap();
-
-        let derived_public = compressed(&self.derived_key);
-        let app_public = compressed(&self.app_key);
-        // EIP-191 over the 32-byte digest, v ∈ {27,28}, as Ethereum tooling signs.
-        let message_signature = self
-            .derived_key
-            .sign_message_sync(digest.as_slice())
+        let reply = self
+            .dstack
+            .client()
+            .get_key(OWNER_PATH, OWNER_PURPOSE)
+            .await
             .unwrap();
-        let app_message = keccak256(format!(
-            "{OWNER_PURPOSE}:{}",
-            alloy::hex::encode(&derived_public)
-        ));
-        let mut kms_preimage = b"dstack-kms-issued:".to_vec();
-        kms_preimage.extend_from_slice(self.account.as_slice());
-        kms_preimage.extend_from_slice(&app_public);
-
-        let proof = MemberAccount::DstackProof {
-            appId: self.account,
-            messageHash: digest,
-            messageSignature: Bytes::from(message_signature.as_bytes().to_vec()),
-            appSignature: sign_dstack(&self.app_key, app_message),
-            kmsSignature: sign_dstack(kms_root, keccak256(&kms_preimage)),
-            derivedPublicKey: Bytes::from(derived_public),
-            appPublicKey: Bytes::from(app_public),
-            purpose: OWNER_PURPOSE.into(),
-        };
+        let proof =
+            attestmesh_chain::proof::dstack_proof(self.account, OWNER_PURPOSE, &reply, digest)
+                .unwrap();
+        // The builder speaks the cluster binding; the member account's `register` takes the same
+        // ABI tuple under its own binding, so the proof crosses by its encoding.
+        let proof = MemberAccount::DstackProof::abi_decode(&proof.abi_encode()).unwrap();
         let keys = MemberAccount::NodeKeys {
-            x25519,
-            ed25519,
-            wireguard,
+            x25519: self.keys.x25519,
+            ed25519: self.keys.ed25519,
+            wireguard: self.keys.wireguard,
         };
         MemberAccount::registerCall { proof, keys }
             .abi_encode()
             .into()
     }
-}
-
-/// The 33-byte compressed SEC1 public key.
-fn compressed(signer: &PrivateKeySigner) -> Vec<u8> {
-    signer
-        .credential()
-        .verifying_key()
-        .to_encoded_point(true)
-        .as_bytes()
-        .to_vec()
-}
-
-/// r ‖ s ‖ v with v ∈ {0,1}, as the dstack KMS and app key sign.
-fn sign_dstack(signer: &PrivateKeySigner, hash: B256) -> Bytes {
-    let signature = signer.sign_hash_sync(&hash).unwrap();
-    let mut bytes = Vec::with_capacity(65);
-    bytes.extend_from_slice(&signature.r().to_be_bytes::<32>());
-    bytes.extend_from_slice(&signature.s().to_be_bytes::<32>());
-    bytes.push(u8::from(signature.v()));
-    bytes.into()
 }
