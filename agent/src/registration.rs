@@ -8,11 +8,9 @@
 
 use std::time::Duration;
 
-use alloy::primitives::{Address, Bytes};
-use alloy::sol_types::SolCall;
+use alloy::primitives::Address;
 use attestmesh_bindings::cluster::Cluster::Member;
-use attestmesh_bindings::member_account::MemberAccount;
-use attestmesh_chain::proof::dstack_proof;
+use attestmesh_chain::proof::{dstack_proof, register_call_data};
 use attestmesh_chain::{ChainClient, ChainError, SponsoredSender, UserOpError};
 use tracing::{info, warn};
 
@@ -125,13 +123,7 @@ pub async fn ensure_registered(
                 continue;
             }
         }
-        let call_data = Bytes::from(
-            MemberAccount::registerCall {
-                proof: convert_proof(proof),
-                keys: convert_keys(&keys),
-            }
-            .abi_encode(),
-        );
+        let call_data = register_call_data(proof, &keys);
         match chain
             .check_sponsorship(cluster, identity.account, call_data.clone())
             .await
@@ -168,27 +160,4 @@ pub async fn ensure_registered(
     }
 }
 
-/// The cluster binding's NodeKeys as the member account binding's (same ABI, separate types).
-fn convert_keys(keys: &attestmesh_bindings::cluster::Cluster::NodeKeys) -> MemberAccount::NodeKeys {
-    MemberAccount::NodeKeys {
-        x25519: keys.x25519,
-        ed25519: keys.ed25519,
-        wireguard: keys.wireguard,
-    }
-}
 
-/// The cluster binding's DstackProof as the member account binding's (same ABI).
-fn convert_proof(
-    p: attestmesh_bindings::cluster::Cluster::DstackProof,
-) -> MemberAccount::DstackProof {
-    MemberAccount::DstackProof {
-        appId: p.appId,
-        messageHash: p.messageHash,
-        messageSignature: p.messageSignature,
-        appSignature: p.appSignature,
-        kmsSignature: p.kmsSignature,
-        derivedPublicKey: p.derivedPublicKey,
-        appPublicKey: p.appPublicKey,
-        purpose: p.purpose,
-    }
-}

@@ -5,7 +5,9 @@
 use alloy::primitives::{Address, B256, Bytes};
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
-use attestmesh_bindings::cluster::Cluster::DstackProof;
+use alloy::sol_types::SolCall;
+use attestmesh_bindings::cluster::Cluster::{DstackProof, NodeKeys};
+use attestmesh_bindings::member_account::MemberAccount;
 use attestmesh_dstack::GetKeyResponse;
 
 /// Why a proof could not be built.
@@ -51,4 +53,28 @@ pub fn dstack_proof(
         appPublicKey: Bytes::from(recovered.app.compressed().to_vec()),
         purpose: purpose.to_string(),
     })
+}
+
+/// `MemberAccount.register(proof, keys)` calldata: the proof and keys of the cluster binding
+/// under the member account's binding (the same ABI tuples, separate generated types). The one
+/// place a registration call is put together, for the agent and the tests alike.
+pub fn register_call_data(proof: DstackProof, keys: &NodeKeys) -> Bytes {
+    let proof = MemberAccount::DstackProof {
+        appId: proof.appId,
+        messageHash: proof.messageHash,
+        messageSignature: proof.messageSignature,
+        appSignature: proof.appSignature,
+        kmsSignature: proof.kmsSignature,
+        derivedPublicKey: proof.derivedPublicKey,
+        appPublicKey: proof.appPublicKey,
+        purpose: proof.purpose,
+    };
+    let keys = MemberAccount::NodeKeys {
+        x25519: keys.x25519,
+        ed25519: keys.ed25519,
+        wireguard: keys.wireguard,
+    };
+    MemberAccount::registerCall { proof, keys }
+        .abi_encode()
+        .into()
 }

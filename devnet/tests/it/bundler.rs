@@ -18,7 +18,9 @@ use attestmesh_bindings::ENTRY_POINT_V07;
 use attestmesh_bindings::cluster::Cluster;
 use attestmesh_bindings::factory::ClusterFactory;
 use attestmesh_bindings::member_account::MemberAccount;
-use attestmesh_chain::dummy_signature;
+use attestmesh_chain::{dummy_signature, proof};
+use attestmesh_devnet::dstack_simulator::{DstackSimulator, KeySource, SimulatorConfig};
+use attestmesh_dstack::chain::SecretKeyBytes;
 use attestmesh_devnet::bundler::{Bundler, BundlerConfig, BundlerError, BundlerHandle};
 use attestmesh_devnet::gas_manager::paymaster_data::{
     SponsorTerms, signed_paymaster_data, stub_paymaster_data,
@@ -29,7 +31,8 @@ use attestmesh_types::{UserOperation, UserOperationGasEstimate, UserOperationRec
 use serde_json::{Value, json};
 use url::Url;
 
-/// The GetKey purpose of the owner key (as the agent and ClusterFixture.sol use).
+/// The GetKey path and purpose of the owner key (as the agent and ClusterFixture.sol use).
+pub const OWNER_PATH: &str = "/attestmesh/v1/owner";
 pub const OWNER_PURPOSE: &str = "attestmesh-owner";
 /// The mesh CIDR of test clusters: 10.88.0.0/16.
 pub const MESH_NETWORK: u32 = 0x0a58_0000;
@@ -62,37 +65,29 @@ pub struct Registration {
     pub call_data: Bytes,
 }
 
-/// The 33-byte compressed SEC1 public key of `signer`.
-pub fn compressed(signer: &PrivateKeySigner) -> Bytes {
-    Bytes::from(
-        signer
-            .credential()
-            .verifying_key()
-            .to_encoded_point(true)
-            .as_bytes()
-            .to_vec(),
-    )
-}
-
-/// r ‖ s ‖ v with v in {0, 1}, as the dstack KMS signs (field note 3).
-pub fn sign_dstack(signer: &PrivateKeySigner, digest: B256) -> Bytes {
-    let mut bytes = signer.sign_hash_sync(&digest).unwrap().as_bytes();
-    bytes[64] -= 27;
-    Bytes::from(bytes.to_vec())
-}
-
-/// Builds the registration of `account` exactly as test/utils/ClusterFixture.sol does: the
-/// derived key signs the EIP-191 form of the registration digest; the app key signs
-/// keccak(purpose ":" hex(compressed derived key)); the KMS root signs
-/// keccak("dstack-kms-issued:" ‖ app id ‖ compressed app key).
+/// The registration of `account` as a node makes it: a dstack simulator whose KMS root is the
+/// cluster's answers `/GetKey` for the owner key (the guest agent's format, v in {0,1}), and the
+/// project's one builder turns the reply and the chain's registration digest into the
+/// `register` call.
 pub async fn registration(
     chain: &LocalChain,
     cluster: &TestCluster,
     account: Address,
     name: &str,
 ) -> Registration {
-    let derived = PrivateKeySigner::random();
-    let app = PrivateKeySigner::random();
+    let dstack = DstackSimulator::spawn_tcp(
+        SimulatorConfig::new(
+            account.into_array().into(),
+            KeySource::KmsRootKey(SecretKeyBytes::new(cluster.kms.to_bytes().0)),
+        ),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let reply = dstack
+        .client()
+        .get_key(OWNER_PATH, OWNER_PURPOSE)
+        .await
+        .unwrap();
     let keys = Cluster::NodeKeys {
         x25519: keccak256(format!("x25519:{name}")),
         ed25519: keccak256(format!("ed25519:{name}")),
@@ -103,39 +98,10 @@ pub async fn registration(
         .registration_digest(cluster.address, account, keys.clone())
         .await
         .unwrap();
-    let derived_public = compressed(&derived);
-    let app_public = compressed(&app);
-    let app_message = keccak256(format!("{OWNER_PURPOSE}:{}", hex::encode(&derived_public)));
-    let mut kms_message = b"dstack-kms-issued:".to_vec();
-    kms_message.extend_from_slice(account.as_slice());
-    kms_message.extend_from_slice(&app_public);
-    let proof = MemberAccount::DstackProof {
-        appId: account,
-        messageHash: digest,
-        messageSignature: Bytes::from(
-            derived
-                .sign_message_sync(digest.as_slice())
-                .unwrap()
-                .as_bytes()
-                .to_vec(),
-        ),
-        appSignature: sign_dstack(&app, app_message),
-        kmsSignature: sign_dstack(&cluster.kms, keccak256(&kms_message)),
-        derivedPublicKey: derived_public,
-        appPublicKey: app_public,
-        purpose: OWNER_PURPOSE.to_string(),
-    };
-    let keys = MemberAccount::NodeKeys {
-        x25519: keys.x25519,
-        ed25519: keys.ed25519,
-        wireguard: keys.wireguard,
-    };
-    let call_data = MemberAccount::registerCall { proof, keys }
-        .abi_encode()
-        .into();
+    let proof = proof::dstack_proof(account, OWNER_PURPOSE, &reply, digest).unwrap();
     Registration {
-        owner: derived,
-        call_data,
+        owner: proof::owner_signer(&reply).unwrap(),
+        call_data: proof::register_call_data(proof, &keys),
     }
 }
 

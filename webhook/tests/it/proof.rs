@@ -6,9 +6,7 @@
 
 use alloy::primitives::{Address, B256, Bytes, keccak256};
 use alloy::signers::local::PrivateKeySigner;
-use alloy::sol_types::{SolCall, SolValue};
 use attestmesh_bindings::cluster::Cluster;
-use attestmesh_bindings::member_account::MemberAccount;
 use attestmesh_chain::ChainClient;
 use attestmesh_devnet::dstack_simulator::{
     DstackSimulator, KeySource, SimulatorConfig, SimulatorHandle,
@@ -77,16 +75,6 @@ impl Node {
         let proof =
             attestmesh_chain::proof::dstack_proof(self.account, OWNER_PURPOSE, &reply, digest)
                 .unwrap();
-        // The builder speaks the cluster binding; the member account's `register` takes the same
-        // ABI tuple under its own binding, so the proof crosses by its encoding.
-        let proof = MemberAccount::DstackProof::abi_decode(&proof.abi_encode()).unwrap();
-        let keys = MemberAccount::NodeKeys {
-            x25519: self.keys.x25519,
-            ed25519: self.keys.ed25519,
-            wireguard: self.keys.wireguard,
-        };
-        MemberAccount::registerCall { proof, keys }
-            .abi_encode()
-            .into()
+        attestmesh_chain::proof::register_call_data(proof, &self.keys)
     }
 }
