@@ -8,7 +8,7 @@ FOUNDRY := node_modules/@foundry-rs
 FORGE := $(FOUNDRY)/forge-linux-amd64/bin/forge
 CARGO ?= cargo
 
-.PHONY: help demo bench deps system-deps python-deps build fmt lint bindings bindings-check devnet devnet-down test test-long test-contracts test-deploy test-rust snapshots clean
+.PHONY: help demo bench deps system-deps python-deps container-deps build images fmt lint bindings bindings-check devnet devnet-down test test-long test-contracts test-deploy test-rust test-compose snapshots clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -71,11 +71,28 @@ test-rust: deps ## Rust unit and integration tests (cargo-nextest), then doc tes
 	$(CARGO) test --workspace --doc
 	$(CARGO) nextest run --workspace --no-fail-fast
 
-test: lint test-contracts test-deploy test-rust ## Everything CI runs
+# The compose tests are ignored in the plain nextest run: they need the images test-compose
+# builds first.
+COMPOSE_TESTS := test(/^podman_compose::/)
+
+test: lint test-contracts test-deploy test-rust test-compose ## Everything CI runs
 
 test-long: deps ## The longer profile: the tests too slow for every run (8-node cold start)
 	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install cargo-nextest --locked
-	$(CARGO) nextest run --workspace --run-ignored only --no-fail-fast
+	$(CARGO) nextest run --workspace --run-ignored only --no-fail-fast -E 'not $(COMPOSE_TESTS)'
+
+container-deps: ## podman with runc, netavark and debootstrap from Debian, when missing (podman-compose comes from PyPI on first use)
+	deploy/podman/install-deps.sh
+
+images: deps container-deps ## Build the agent, webhook and indexer images with podman from release binaries, nothing pulled (debootstrap base): localhost/attestmesh/<bin>:dev
+	deploy/podman/build-images.sh
+
+# CI builds the images from the debug binaries the test run compiled already (the same recipe,
+# --profile dev): a cold release build would add about 8 minutes.
+test-compose: deps container-deps ## The node's compose file under podman-compose against the devnet: health gate, app on the socket, meshing, restart, bad input (needs root)
+	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install cargo-nextest --locked
+	deploy/podman/build-images.sh --profile dev
+	$(CARGO) nextest run -p attestmesh-deploy --run-ignored only -E '$(COMPOSE_TESTS)' --test-threads 1 --no-fail-fast
 
 snapshots: deps ## Re-record gas snapshots after an intended gas change (commit snapshots/)
 	rm -rf snapshots

@@ -328,6 +328,22 @@ pub async fn run_reporting(
     Ok(())
 }
 
+/// An error and its causes in one line, each cause once: most of the project's errors already
+/// quote their source in their own message, which `{:#}` would then repeat.
+fn error_chain(error: &eyre::Report) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
 /// Retries `step` with backoff until it succeeds or shutdown, saying in /healthz what it waits for.
 async fn retry<T, F, Fut>(
     health: &Health,
@@ -346,8 +362,9 @@ where
         match step().await {
             Ok(value) => return Ok(value),
             Err(error) => {
-                warn!(target: AGENT, what, error = %format!("{error:#}"), retry_in_ms = delay.as_millis() as u64, "waiting");
-                health.set_phase(phase, format!("{what}: {error:#}"));
+                let error = error_chain(&error);
+                warn!(target: AGENT, what, %error, retry_in_ms = delay.as_millis() as u64, "waiting");
+                health.set_phase(phase, format!("{what}: {error}"));
             }
         }
         tokio::select! {
@@ -695,3 +712,29 @@ pub enum SendError {
 
 /// How long the API waits for a send before giving up (the op may still land).
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot connect to the agent: {source}; check the socket")]
+    struct Quoting {
+        #[source]
+        source: std::io::Error,
+    }
+
+    /// A cause its parent already quotes is not repeated; one it does not quote is kept.
+    #[test]
+    fn each_cause_is_shown_once() {
+        let io = || std::io::Error::other("no such file");
+        let report =
+            eyre::Report::new(Quoting { source: io() }).wrap_err("the dstack guest agent failed");
+        assert_eq!(
+            error_chain(&report),
+            "the dstack guest agent failed: cannot connect to the agent: no such file; check the socket"
+        );
+        let plain = eyre::Report::new(io()).wrap_err("chain RPC");
+        assert_eq!(error_chain(&plain), "chain RPC: no such file");
+    }
+}

@@ -1,4 +1,5 @@
-//! `cluster-mesh-agent status`: reads the API socket and prints the node's state.
+//! `cluster-mesh-agent status`: reads the API socket and prints the node's state, as an app
+//! sees it (the CSK by its commitment only).
 
 use std::path::Path;
 
@@ -18,7 +19,7 @@ pub async fn connect(socket: &Path) -> eyre::Result<AgentClient<Channel>> {
         })
 }
 
-/// Prints phase, identity and peers.
+/// Prints phase, identity, the CSK's epoch and commitment, and peers.
 pub async fn print_status(socket: &Path) -> eyre::Result<()> {
     let mut client = connect(socket).await?;
     let status = client
@@ -51,6 +52,22 @@ pub async fn print_status(socket: &Path) -> eyre::Result<()> {
         }
     );
     println!("cluster:         {} on chain {}", me.cluster, me.chain_id);
+    // The CSK as an app reads it; its commitment is printed, never the key.
+    match client
+        .get_cluster_shared_key(pb::GetClusterSharedKeyRequest {})
+        .await
+    {
+        Ok(csk) => {
+            let csk = csk.into_inner();
+            println!(
+                "csk:             epoch {}, {} bytes, commitment 0x{}",
+                csk.epoch,
+                csk.key.len(),
+                alloy::hex::encode(&csk.commitment)
+            );
+        }
+        Err(status) => println!("csk:             not served: {}", status.message()),
+    }
     println!("members:");
     for peer in peers {
         let age = peer

@@ -9,5 +9,6 @@ mod compose;
 mod deploy;
 mod indexer;
 mod operator;
+mod podman_compose;
 mod support;
 mod webhook;

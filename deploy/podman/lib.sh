@@ -1,0 +1,107 @@
+# shellcheck shell=bash
+# Shared by make-base-image.sh and make-toolchain-image.sh (sourced, not run).
+# Expects: suite (e.g. bookworm) set; set -euo pipefail in the caller.
+: "${suite:?lib.sh needs suite}"
+
+log() { printf '[%s] %s\n' "${0##*/}" "$*" >&2; }
+
+# The Debian mirror the host's apt already reaches for $suite (deb822 .sources or one-line
+# .list files), else deb.debian.org. ATTESTMESH_DEBIAN_MIRROR overrides it.
+debian_mirror() {
+  local f found=""
+  if [[ -n ${ATTESTMESH_DEBIAN_MIRROR:-} ]]; then echo "$ATTESTMESH_DEBIAN_MIRROR"; return; fi
+  for f in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [[ -f $f ]] || continue
+    if grep -q '^URIs:' "$f"; then
+      found=$(awk -v s="$suite" '
+        /^URIs:/ {u=$2} /^Suites:/ {for (i=2;i<=NF;i++) if ($i==s) ok=1}
+        /^[[:space:]]*$/ {if (ok && u && !done) {print u; done=1} ok=0; u=""}
+        END {if (ok && u && !done) print u}' "$f" | grep -v security | head -n1)
+    else
+      found=$(awk -v s="$suite" '$1=="deb" {for (i=2;i<=NF;i++) if ($i ~ /^(https?|file):/ && $(i+1)==s) print $i}' "$f" \
+        | grep -v security | head -n1)
+    fi
+    [[ -n $found ]] && { echo "$found"; return; }
+  done
+  echo http://deb.debian.org/debian
+}
+
+# Unmounts anything debootstrap left mounted under $1, then removes it (never crossing into a
+# mount).
+remove_rootfs() {
+  local dir=$1
+  [[ -d $dir ]] || return 0
+  findmnt -rn -o TARGET | grep -F "$dir/" | sort -r | xargs -r -n1 umount -l || true
+  rm -rf --one-file-system "$dir"
+}
+
+# debootstrap --variant=minbase $suite into $1 with the packages $2 (comma-separated), then
+# trim it like Debian's -slim images (no docs but copyright files, man pages, locales; no apt
+# lists, caches or logs; dpkg excludes so later installs stay slim) and leave the apt sources of
+# the official image.
+debootstrap_slim() {
+  local rootfs=$1 include=$2 mirror t0
+  mirror=$(debian_mirror)
+  remove_rootfs "$rootfs"
+  log "debootstrap --variant=minbase --include=$include $suite $rootfs $mirror"
+  t0=$SECONDS
+  debootstrap --variant=minbase --include="$include" "$suite" "$rootfs" "$mirror" \
+    >"$rootfs.debootstrap.log" 2>&1 || { tail -n 30 "$rootfs.debootstrap.log" >&2; return 1; }
+  log "debootstrap took $((SECONDS - t0)) s"
+  cat >"$rootfs/etc/dpkg/dpkg.cfg.d/attestmesh-slim" <<'EOF'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+path-exclude /usr/share/lintian/*
+path-exclude /usr/share/linda/*
+EOF
+  cat >"$rootfs/etc/apt/apt.conf.d/docker-clean" <<'EOF'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache ""; Dir::Cache::srcpkgcache "";
+EOF
+  echo 'Acquire::Languages "none";' >"$rootfs/etc/apt/apt.conf.d/docker-no-languages"
+  rm -f "$rootfs/etc/apt/sources.list"
+  cat >"$rootfs/etc/apt/sources.list.d/debian.sources" <<EOF
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: $suite $suite-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: $suite-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+  [[ -x $rootfs/usr/bin/dpkg ]] || { log "error: $rootfs is not a debootstrapped tree"; return 1; }
+  (
+    cd "$rootfs" || exit 1
+    find usr/share/doc -mindepth 1 -not -name copyright -not -type d -delete
+    find usr/share/doc -mindepth 1 -type d -empty -delete
+    rm -rf usr/share/man/* usr/share/info/* usr/share/lintian/* usr/share/linda/*
+    find usr/share/locale -mindepth 1 -maxdepth 1 -not -name locale.alias -exec rm -rf {} +
+    rm -rf var/lib/apt/lists/* var/cache/apt/*.bin var/cache/apt/archives/*.deb var/cache/debconf/*-old
+    rm -rf var/log/* tmp/* var/tmp/* root/.bash_history
+    # podman provides these per container.
+    : >etc/machine-id
+    rm -f etc/resolv.conf etc/hostname
+  )
+  log "rootfs: $(du -sh --apparent-size "$rootfs" | cut -f1)"
+}
+
+# tar $1 into podman as image $2; further arguments are `podman import --change` values.
+import_rootfs() {
+  local rootfs=$1 image=$2 t0 changes=()
+  shift 2
+  for c in "$@"; do changes+=(--change "$c"); done
+  t0=$SECONDS
+  tar --numeric-owner --xattrs -C "$rootfs" -c . |
+    podman import "${changes[@]}" --message "${0##*/}: debootstrap --variant=minbase $suite" - "$image" >/dev/null
+  log "import took $((SECONDS - t0)) s"
+  podman images --format '{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}' "$image" >&2
+}

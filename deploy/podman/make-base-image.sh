@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Makes the runtime base image offline, from Debian's packages only (no image registry):
+#   debootstrap --variant=minbase bookworm + ca-certificates + curl, trimmed like Debian's -slim
+#   images, imported into podman as localhost/attestmesh-base:bookworm.
+# Idempotent: does nothing when the image exists (--force rebuilds it). Needs root, debootstrap
+# and podman (deploy/podman/install-deps.sh installs them).
+#
+# Environment:
+#   ATTESTMESH_BASE_IMAGE     image name (default localhost/attestmesh-base:bookworm)
+#   ATTESTMESH_DEBIAN_MIRROR  Debian mirror (default: the one the host's apt uses for bookworm,
+#                             else http://deb.debian.org/debian)
+#   ATTESTMESH_PODMAN_WORK    scratch directory (default <repo>/target/podman)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
+suite=bookworm
+image=${ATTESTMESH_BASE_IMAGE:-localhost/attestmesh-base:$suite}
+work=${ATTESTMESH_PODMAN_WORK:-$repo/target/podman}
+# shellcheck source=lib.sh
+. "$here/lib.sh"
+
+force=0
+[[ ${1:-} == --force ]] && force=1
+if [[ $force == 0 ]] && podman image exists "$image"; then
+  log "$image exists; nothing to do (--force rebuilds it)"
+  exit 0
+fi
+[[ $(id -u) == 0 ]] || { log "error: debootstrap needs root"; exit 1; }
+command -v debootstrap >/dev/null || { log "error: debootstrap missing (deploy/podman/install-deps.sh)"; exit 1; }
+
+mkdir -p "$work"
+exec 9>"$work/make-base-image.lock"
+flock 9
+if [[ $force == 0 ]] && podman image exists "$image"; then   # made while this run waited
+  log "$image exists; nothing to do"
+  exit 0
+fi
+
+old_id=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
+rootfs=$work/rootfs-base-$suite
+trap 'remove_rootfs "$rootfs"' EXIT
+debootstrap_slim "$rootfs" ca-certificates,curl
+import_rootfs "$rootfs" "$image" \
+  'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+  'CMD ["bash"]'
+# The image this tag named before (--force): removed unless images built on it still exist
+# (build-images.sh removes those, and with them this one, once it rebuilt them).
+if [[ -n $old_id ]]; then podman rmi "$old_id" >/dev/null 2>&1 || true; fi

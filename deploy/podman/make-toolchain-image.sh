@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Optional: a stand-in for docker.io/library/rust:1.95-slim-bookworm made without a registry,
+# so the registry recipe (the Dockerfiles' default `compiled` target, which compiles inside the
+# build) can be built and checked here too:
+#   debootstrap --variant=minbase bookworm + ca-certificates gcc libc6-dev (what rust:*-slim
+#   adds), plus the host's own Rust toolchain (`rustc --print sysroot`: bin, lib, libexec, etc;
+#   no docs) at /usr/local/rust, CARGO_HOME=/usr/local/cargo as in the official image.
+# Imported as localhost/attestmesh-rust:bookworm (ATTESTMESH_TOOLCHAIN_IMAGE). Idempotent
+# (--force rebuilds). Then, from the repository root (crates come from crates.io inside the
+# build; here through the sandbox's TLS proxy, hence the host's CA bundle mounted):
+#   podman build --format docker \
+#     --build-arg BASE=localhost/attestmesh-base:bookworm \
+#     --build-arg RUST_IMAGE=localhost/attestmesh-rust:bookworm \
+#     --ignorefile deploy/docker/agent.Dockerfile.dockerignore \
+#     -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
+#     -f deploy/docker/agent.Dockerfile -t localhost/attestmesh/cluster-mesh-agent:compiled .
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
+suite=bookworm
+image=${ATTESTMESH_TOOLCHAIN_IMAGE:-localhost/attestmesh-rust:$suite}
+work=${ATTESTMESH_PODMAN_WORK:-$repo/target/podman}
+# shellcheck source=lib.sh
+. "$here/lib.sh"
+
+force=0
+[[ ${1:-} == --force ]] && force=1
+if [[ $force == 0 ]] && podman image exists "$image"; then
+  log "$image exists; nothing to do (--force rebuilds it)"
+  exit 0
+fi
+[[ $(id -u) == 0 ]] || { log "error: debootstrap needs root"; exit 1; }
+sysroot=$(cd "$repo" && rustc --print sysroot)
+version=$(cd "$repo" && rustc --version)
+
+mkdir -p "$work"
+exec 9>"$work/make-toolchain-image.lock"
+flock 9
+rootfs=$work/rootfs-rust-$suite
+trap 'remove_rootfs "$rootfs"' EXIT
+debootstrap_slim "$rootfs" ca-certificates,gcc,libc6-dev
+mkdir -p "$rootfs/usr/local/rust" "$rootfs/usr/local/cargo/bin"
+for d in bin lib libexec etc; do
+  [[ -d $sysroot/$d ]] && cp -a "$sysroot/$d" "$rootfs/usr/local/rust/"
+done
+log "toolchain: $version from $sysroot ($(du -sh "$rootfs/usr/local/rust" | cut -f1))"
+import_rootfs "$rootfs" "$image" \
+  'ENV PATH=/usr/local/cargo/bin:/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+  'ENV CARGO_HOME=/usr/local/cargo' \
+  'CMD ["bash"]'
