@@ -159,5 +159,3 @@ pub async fn ensure_registered(
         }
     }
 }
-
-

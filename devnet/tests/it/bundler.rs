@@ -19,13 +19,13 @@ use attestmesh_bindings::cluster::Cluster;
 use attestmesh_bindings::factory::ClusterFactory;
 use attestmesh_bindings::member_account::MemberAccount;
 use attestmesh_chain::{dummy_signature, proof};
-use attestmesh_devnet::dstack_simulator::{DstackSimulator, KeySource, SimulatorConfig};
-use attestmesh_dstack::chain::SecretKeyBytes;
 use attestmesh_devnet::bundler::{Bundler, BundlerConfig, BundlerError, BundlerHandle};
+use attestmesh_devnet::dstack_simulator::{DstackSimulator, KeySource, SimulatorConfig};
 use attestmesh_devnet::gas_manager::paymaster_data::{
     SponsorTerms, signed_paymaster_data, stub_paymaster_data,
 };
 use attestmesh_devnet::local_chain::{LocalChain, LocalChainConfig, member_salt};
+use attestmesh_dstack::chain::SecretKeyBytes;
 use attestmesh_types::hex::is_even_hex;
 use attestmesh_types::{UserOperation, UserOperationGasEstimate, UserOperationReceipt};
 use serde_json::{Value, json};
