@@ -465,9 +465,10 @@ mod tests {
     /// (http://…/v2/KEY)"), and that text reached logs, `waiting_for` and `/healthz`.
     #[tokio::test]
     async fn an_unreachable_rpc_error_never_quotes_the_url() {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // Bound but not listening: connections are refused, and no other test can take the port.
+        let closed = tokio::net::TcpSocket::new_v4().unwrap();
+        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let port = closed.local_addr().unwrap().port();
-        drop(closed);
         let url: Url = format!("http://user:PASSWORD@127.0.0.1:{port}/v2/API_KEY?key=QUERYKEY")
             .parse()
             .unwrap();

@@ -172,9 +172,10 @@ mod tests {
     /// reqwest's Display carries the URL, key included, unless the URL is dropped.
     #[tokio::test]
     async fn reqwest_errors_lose_their_url() {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // Bound but not listening: connections are refused, and no other test can take the port.
+        let closed = tokio::net::TcpSocket::new_v4().unwrap();
+        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let port = closed.local_addr().unwrap().port();
-        drop(closed);
         let keyed = format!("http://127.0.0.1:{port}/v2/API_KEY?key=QUERYKEY");
         let error = reqwest::Client::new()
             .post(&keyed)

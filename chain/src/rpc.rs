@@ -350,9 +350,10 @@ mod tests {
     /// answers an error, produced an `RpcError` whose text quoted the full URL, API key included.
     #[tokio::test]
     async fn rpc_errors_name_the_endpoint_never_the_url() {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // Bound but not listening: connections are refused, and no other test can take the port.
+        let closed = tokio::net::TcpSocket::new_v4().unwrap();
+        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let port = closed.local_addr().unwrap().port();
-        drop(closed);
         let url: Url = format!("http://user:PASSWORD@127.0.0.1:{port}/v2/API_KEY?key=QUERYKEY")
             .parse()
             .unwrap();

@@ -5,6 +5,20 @@
 
 log() { printf '[%s] %s\n' "${0##*/}" "$*" >&2; }
 
+# Exits 0 when image $1 exists, unless the script's arguments (after $1) hold --force; then
+# checks that debootstrap can run (root). Sets `force` (1 with --force).
+exit_if_built() {
+  local image=$1
+  shift
+  force=0
+  [[ ${1:-} == --force ]] && force=1
+  if [[ $force == 0 ]] && podman image exists "$image"; then
+    log "$image exists; nothing to do (--force rebuilds it)"
+    exit 0
+  fi
+  [[ $(id -u) == 0 ]] || { log "error: debootstrap needs root"; exit 1; }
+}
+
 # The Debian mirror the host's apt already reaches for $suite (deb822 .sources or one-line
 # .list files), else deb.debian.org. ATTESTMESH_DEBIAN_MIRROR overrides it.
 debian_mirror() {

@@ -25,13 +25,8 @@ work=${ATTESTMESH_PODMAN_WORK:-$repo/target/podman}
 # shellcheck source=lib.sh
 . "$here/lib.sh"
 
-force=0
-[[ ${1:-} == --force ]] && force=1
-if [[ $force == 0 ]] && podman image exists "$image"; then
-  log "$image exists; nothing to do (--force rebuilds it)"
-  exit 0
-fi
-[[ $(id -u) == 0 ]] || { log "error: debootstrap needs root"; exit 1; }
+exit_if_built "$image" "$@"   # sets force
+# shellcheck disable=SC2154  # force: set by exit_if_built (lib.sh)
 sysroot=$(cd "$repo" && rustc --print sysroot)
 version=$(cd "$repo" && rustc --version)
 

@@ -157,6 +157,11 @@ impl Alto {
         &self.url
     }
 
+    /// Where alto writes its log.
+    pub fn log(&self) -> &std::path::Path {
+        &self.log
+    }
+
     async fn wait_ready(&self, deadline: tokio::time::Instant) -> Result<(), AltoError> {
         let client = RpcClient::new("alto bundler", self.url.clone())
             .map_err(|e| AltoError::Url(e.to_string()))?;

@@ -385,6 +385,28 @@ async fn app_sees(project: &Project, want: &str) -> String {
     }
 }
 
+/// Routes node `node`'s gateway name to the sidecar container's bridge address, once it has one
+/// (the gateway reaches the compose node there).
+async fn route_to_sidecar(project: &Project, cluster: &Cluster, node: usize) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let ip = loop {
+        if let Some(ip) = project.sidecar_ip() {
+            break ip;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sidecar container never got an address: {}",
+            project.up_log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let account = cluster.stack.nodes[node].account;
+    cluster.stack.gateway.add_route(
+        attestmesh_dstack::EthAddress(account.into_array()),
+        ip.parse().unwrap(),
+    );
+}
+
 /// The compose file as shipped: the app waits for the healthy sidecar, reads its peers and the
 /// CSK through the socket, the node meshes with a harness node, a restart of the compose keeps
 /// its identity, and `down` leaves nothing behind.
@@ -401,25 +423,7 @@ async fn the_nodes_compose_meshes_with_a_peer_and_its_app_reads_the_socket() {
         &devnet_override(&cluster, 1, &BTreeMap::new()),
     );
     project.start_up();
-    // The gateway reaches node 2 at its container's bridge address.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let ip = loop {
-        if let Some(ip) = project.sidecar_ip() {
-            break ip;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the sidecar container never got an address: {}",
-            project.up_log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let account = cluster.stack.nodes[1].account;
-    cluster.stack.gateway.add_route(
-        attestmesh_dstack::EthAddress(account.into_array()),
-        ip.parse().unwrap(),
-    );
-
+    route_to_sidecar(&project, &cluster, 1).await;
     wait_health(&mut project, 200, "").await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while project.up_finished() != Some(true) {
@@ -485,22 +489,7 @@ async fn the_nodes_compose_meshes_with_a_peer_and_its_app_reads_the_socket() {
         "down removes everything"
     );
     project.start_up();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let ip = loop {
-        if let Some(ip) = project.sidecar_ip() {
-            break ip;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{}",
-            project.up_log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    cluster.stack.gateway.add_route(
-        attestmesh_dstack::EthAddress(account.into_array()),
-        ip.parse().unwrap(),
-    );
+    route_to_sidecar(&project, &cluster, 1).await;
     wait_health(&mut project, 200, "").await;
     let again = app_sees(&project, "phase:           healthy").await;
     assert_eq!(

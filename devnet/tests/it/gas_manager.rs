@@ -905,14 +905,10 @@ async fn sponsored_registration_and_message_through_alto() {
         .await
         .unwrap();
     let logs = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Port 0: alto's server picks one (read from its log).
     let alto = attestmesh_devnet::alto::Alto::start(
         chain.rpc_url(),
-        port,
+        0,
         &[chain.dev_key(4).unwrap()],
         &chain.dev_key(5).unwrap(),
         logs.path(),
@@ -954,8 +950,8 @@ async fn sponsored_registration_and_message_through_alto() {
         .unwrap_or_else(|e| {
             panic!(
                 "{e}; alto log: {}",
-                std::fs::read_to_string(logs.path().join(format!("alto-{port}.log")))
-                    .unwrap_or_default()
+                std::fs::read_to_string(alto.log())
+                    .unwrap_or_else(|e| format!("(cannot read {}: {e})", alto.log().display()))
             )
         });
     assert!(receipt.success);
