@@ -167,12 +167,7 @@ pub struct FileConfig {
     pub indexer_ca_file: Option<PathBuf>,
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Human,
-    Json,
-}
+pub use attestmesh_service::LogFormat;
 
 /// The resolved configuration. Its `Debug` shows the service URLs by scheme, host and port only
 /// (their paths and queries carry API keys).

@@ -26,7 +26,8 @@ pub mod node;
 pub mod outbox;
 pub mod peering;
 pub mod registration;
-pub mod shutdown;
+/// The process-wide shutdown signal (shared with every AttestMesh binary).
+pub use attestmesh_service::shutdown;
 pub mod status;
 pub mod unix_authority;
 

@@ -1,15 +1,12 @@
 //! The `attestmesh-operator` command line: flags → the routines of this crate → a report,
 //! printed as text or, with `--json`, as one JSON document on stdout. Logs go to stderr.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use alloy::primitives::{Address, B256, U256};
 use clap::{ArgAction, Args, Parser, Subcommand};
-use eyre::WrapErr;
 use serde::Serialize;
-use tracing_subscriber::EnvFilter;
 use url::Url;
 
 use crate::deploy::{self, DeployOptions, Expectation, WebhookRoute};
@@ -726,10 +723,15 @@ async fn check_indexer(args: &CheckIndexerArgs) -> Result<IndexerCheckReport> {
     Ok(report)
 }
 
+/// Logs on stderr, `RUST_LOG` filters; by default this tool's progress at info, others at warn.
+const DEFAULT_LOG_FILTER: &str = "warn,attestmesh::deploy=info";
+
 /// Runs a parsed command line and prints its report (stdout). A failure is printed as
 /// `error: …` on stderr (and, with `--json`, as `{"error": "…"}` on stdout) and exits 1.
 pub async fn run(cli: Cli) -> std::process::ExitCode {
-    if let Err(e) = init_logging() {
+    if let Err(e) =
+        attestmesh_service::logging::init(attestmesh_service::LogFormat::Human, DEFAULT_LOG_FILTER)
+    {
         eprintln!("error: {e:#}");
         return std::process::ExitCode::FAILURE;
     }
@@ -772,21 +774,4 @@ fn error_message(error: &DeployError) -> String {
         next = cause.source();
     }
     message
-}
-
-/// Logs on stderr; `RUST_LOG` filters (default: this tool's progress at info, others at warn).
-/// Colour only on a terminal (field note 9).
-fn init_logging() -> eyre::Result<()> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(directives) => {
-            EnvFilter::try_new(&directives).wrap_err("RUST_LOG is not a valid tracing filter")?
-        }
-        Err(_) => EnvFilter::new("warn,attestmesh::deploy=info"),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init()
-        .map_err(|e| eyre::eyre!("cannot install the log subscriber: {e}"))
 }

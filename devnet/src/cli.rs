@@ -1,11 +1,7 @@
 //! The `attestmesh-devnet` command line: one subcommand per emulator or devnet action.
 
-use std::io::IsTerminal;
-
 use clap::{Parser, Subcommand};
 use eyre::WrapErr;
-use tracing::warn;
-use tracing_subscriber::EnvFilter;
 
 use crate::{bench, bundler, demo, dstack_simulator, gas_manager, gateway, up};
 
@@ -60,59 +56,33 @@ pub async fn run(cli: Cli) -> eyre::Result<()> {
         Command::Bench(_) => "error",
         _ => "info",
     };
-    init_logging(default_filter)?;
+    attestmesh_service::logging::init(attestmesh_service::LogFormat::Human, default_filter)?;
     match cli.command {
-        Command::Bench(args) => bench::bench(*args, shutdown_signal()?)
+        Command::Bench(args) => bench::bench(*args, attestmesh_service::shutdown::signals()?)
             .await
             .wrap_err("the benchmark failed"),
-        Command::Demo(args) => demo::demo(args, shutdown_signal()?)
+        Command::Demo(args) => demo::demo(args, attestmesh_service::shutdown::signals()?)
             .await
             .wrap_err("the demo failed"),
-        Command::Up(args) => up::up(args, shutdown_signal()?)
+        Command::Up(args) => up::up(args, attestmesh_service::shutdown::signals()?)
             .await
             .wrap_err("devnet up failed"),
         Command::Down(args) => up::down(args).wrap_err("devnet down failed"),
-        Command::DstackSimulator(args) => dstack_simulator::run(args, shutdown_signal()?)
-            .await
-            .wrap_err("dstack-simulator failed"),
-        Command::Gateway(args) => gateway::run(args, shutdown_signal()?)
+        Command::DstackSimulator(args) => {
+            dstack_simulator::run(args, attestmesh_service::shutdown::signals()?)
+                .await
+                .wrap_err("dstack-simulator failed")
+        }
+        Command::Gateway(args) => gateway::run(args, attestmesh_service::shutdown::signals()?)
             .await
             .wrap_err("gateway failed"),
-        Command::Bundler(args) => bundler::run(*args, shutdown_signal()?)
+        Command::Bundler(args) => bundler::run(*args, attestmesh_service::shutdown::signals()?)
             .await
             .wrap_err("bundler failed"),
-        Command::GasManager(args) => gas_manager::run(*args, shutdown_signal()?)
-            .await
-            .wrap_err("gas-manager failed"),
-    }
-}
-
-/// Logs go to stderr, `RUST_LOG` filters (default `default_filter`), and colour only on a
-/// terminal: escape codes in captured logs break scraping (field note 9).
-fn init_logging(default_filter: &str) -> eyre::Result<()> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(directives) => EnvFilter::try_new(directives),
-        Err(_) => EnvFilter::try_new(default_filter),
-    }
-    .wrap_err("RUST_LOG is not a valid tracing filter")?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init()
-        .map_err(|err| eyre::eyre!("cannot install the log subscriber: {err}"))
-}
-
-/// Completes on Ctrl-C or SIGTERM. Both handlers are installed before this returns, so a
-/// signal that cannot be watched is an error now rather than a hang later.
-fn shutdown_signal() -> eyre::Result<impl Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).wrap_err("cannot watch SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).wrap_err("cannot watch SIGINT")?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => warn!("SIGTERM received, shutting down"),
-            _ = interrupt.recv() => warn!("SIGINT received, shutting down"),
+        Command::GasManager(args) => {
+            gas_manager::run(*args, attestmesh_service::shutdown::signals()?)
+                .await
+                .wrap_err("gas-manager failed")
         }
-    })
+    }
 }

@@ -5,20 +5,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use alloy::primitives::Address;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use url::Url;
 
 use crate::error::{IndexerError, Result};
 use crate::follower::FollowerConfig;
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable; colour only on a terminal (field note 9).
-    Human,
-    /// One JSON object per line (what deploy routines scrape).
-    Json,
-}
+pub use attestmesh_service::LogFormat;
 
 /// The indexer's flags. Every flag has an environment variable.
 #[derive(Debug, Clone, Args)]

@@ -17,7 +17,8 @@ pub mod error;
 pub mod follower;
 pub mod rpc;
 pub mod server;
-pub mod shutdown;
+/// The process-wide shutdown signal (shared with every AttestMesh binary).
+pub use attestmesh_service::shutdown;
 pub mod signing;
 pub mod start_block;
 pub mod status;

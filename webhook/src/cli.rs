@@ -1,17 +1,14 @@
 //! The `attestmesh-webhook` command line: flags and environment → [`WebhookConfig`], logging,
 //! and running until SIGINT or SIGTERM.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use alloy::primitives::U256;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use eyre::WrapErr;
-use tracing::{info, warn};
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::LevelFilter;
+use tracing::info;
 use url::Url;
 
 use crate::config::{
@@ -168,14 +165,7 @@ pub struct Cli {
     pub log_format: LogFormat,
 }
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Text for people.
-    Human,
-    /// One JSON object per line, for log shippers.
-    Json,
-}
+pub use attestmesh_service::LogFormat;
 
 impl Cli {
     /// The service configuration these arguments describe (reads the secret file).
@@ -211,10 +201,10 @@ impl Cli {
 
 /// Runs the webhook described by `cli` until SIGINT or SIGTERM.
 pub async fn run(cli: Cli) -> eyre::Result<()> {
-    init_logging(cli.log_format)?;
+    attestmesh_service::logging::init(cli.log_format, "info")?;
     let config = cli.config()?;
     // Installed before start-up so that a signal during the chain checks is not lost.
-    let shutdown = shutdown_signal()?;
+    let shutdown = attestmesh_service::shutdown::signals()?;
     let handle = Webhook::spawn(config)
         .await
         .wrap_err("the paymaster webhook refused to start")?;
@@ -224,41 +214,4 @@ pub async fn run(cli: Cli) -> eyre::Result<()> {
         .wrap_err("the paymaster webhook failed")?;
     info!(target: LOG_TARGET, "paymaster webhook exited");
     Ok(())
-}
-
-/// Logs go to stderr, `RUST_LOG` filters (default info). Colour only on a terminal: escape
-/// codes in captured logs break scraping (field note 9).
-fn init_logging(format: LogFormat) -> eyre::Result<()> {
-    let filter = EnvFilter::builder()
-        .with_default_directive(LevelFilter::INFO.into())
-        .from_env()
-        .wrap_err("RUST_LOG is not a valid tracing filter")?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let installed = match format {
-        LogFormat::Human => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-        LogFormat::Json => builder
-            .json()
-            .with_ansi(false)
-            .with_current_span(true)
-            .try_init(),
-    };
-    installed.map_err(|err| eyre::eyre!("cannot install the log subscriber: {err}"))
-}
-
-/// Completes on SIGINT or SIGTERM. Both handlers are installed before this returns, so a
-/// signal that cannot be watched is an error now rather than a hang later.
-fn shutdown_signal() -> eyre::Result<impl Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).wrap_err("cannot watch SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).wrap_err("cannot watch SIGINT")?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => warn!(target: LOG_TARGET, "SIGTERM received, shutting down"),
-            _ = interrupt.recv() => warn!(target: LOG_TARGET, "SIGINT received, shutting down"),
-        }
-    })
 }

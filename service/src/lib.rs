@@ -1,0 +1,10 @@
+//! What every AttestMesh binary (the agent, the indexer, the webhook, the operator and devnet
+//! tools) shares, written once: the [`shutdown`] signal all of a process's tasks watch, tripped
+//! by SIGINT or SIGTERM, and [`logging`] with its human/JSON switch and the ANSI rule of field
+//! note 9.
+
+pub mod logging;
+pub mod shutdown;
+
+pub use logging::LogFormat;
+pub use shutdown::Shutdown;
