@@ -25,8 +25,9 @@ use crate::health::Health;
 use crate::inbox::{Cursor, InboundMessage};
 use crate::messages::MAX_PAYLOAD;
 use crate::metrics::Metrics;
-use crate::node::{Node, SEND_TIMEOUT, SendError};
+use crate::send::{SEND_TIMEOUT, SendError, send_message};
 use crate::shutdown::Shutdown;
+use crate::state::Node;
 use crate::targets::API;
 
 /// Header carrying what the node waits for (the /healthz body stays exactly the seed's).
@@ -589,7 +590,7 @@ impl Agent for AgentApi {
         }
         let sent = tokio::time::timeout(
             SEND_TIMEOUT,
-            crate::node::send_message(&self.node, request.recipient_member_id, &request.payload),
+            send_message(&self.node, request.recipient_member_id, &request.payload),
         )
         .await
         .map_err(|_| {

@@ -9,11 +9,21 @@ use alloy::rpc::types::{Filter, Log};
 use alloy::sol_types::SolEvent;
 use attestmesh_bindings::cluster::Cluster;
 use attestmesh_chain::{ChainView, QuorumError};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::metrics::Metrics;
 use crate::targets::CHAIN;
+
+/// What the poller counts. The agent's [`Metrics`](crate::metrics::Metrics) holds these same
+/// counters and exports them (`chain_poll_errors`, `messages_dropped{reason="undecodable_log"}`).
+#[derive(Debug, Clone, Default)]
+pub struct IntakeCounters {
+    /// Polls that failed (the next interval retries).
+    pub poll_errors: Counter,
+    /// Logs the node asked for that do not decode.
+    pub undecodable_logs: Counter,
+}
 
 /// Where an event came from on chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +103,7 @@ pub async fn poll(
     view: ChainView,
     config: PollConfig,
     events: mpsc::Sender<IntakeEvent>,
-    metrics: Metrics,
+    counters: IntakeCounters,
 ) {
     let membership = Filter::new()
         .address(config.cluster)
@@ -116,14 +126,14 @@ pub async fn poll(
             &mut next_block,
             &mut checkpoint,
             &events,
-            &metrics,
+            &counters,
         )
         .await
         {
             Ok(()) => {}
             Err(PollError::Closed) => return,
             Err(PollError::Chain(error)) => {
-                metrics.chain_poll_errors.inc();
+                counters.poll_errors.inc();
                 warn!(target: CHAIN, error = %error, next_block, "chain-log poll failed; retrying next interval");
             }
         }
@@ -149,13 +159,13 @@ impl From<QuorumError> for PollError {
 async fn forward(
     logs: &[Log],
     events: &mpsc::Sender<IntakeEvent>,
-    metrics: &Metrics,
+    counters: &IntakeCounters,
 ) -> Result<(), PollError> {
     for log in logs {
         match decode_log(log) {
             Some(event) => events.send(event).await.map_err(|_| PollError::Closed)?,
             None => {
-                metrics.dropped("undecodable_log");
+                counters.undecodable_logs.inc();
                 warn!(target: CHAIN, block = ?log.block_number, tx = ?log.transaction_hash, log_index = ?log.log_index, topic = ?log.topic0(), "a cluster log the node asked for does not decode (missing provenance or malformed data); skipped");
             }
         }
@@ -185,7 +195,7 @@ async fn poll_once(
     next_block: &mut u64,
     checkpoint: &mut Option<(u64, B256)>,
     events: &mpsc::Sender<IntakeEvent>,
-    metrics: &Metrics,
+    counters: &IntakeCounters,
 ) -> Result<(), PollError> {
     if let Some((number, hash)) = *checkpoint
         && agreed_hash(view, number).await? != Some(hash)
@@ -221,7 +231,7 @@ async fn poll_once(
             })
             .await?;
         debug!(target: CHAIN, from = *next_block, to, logs = agreed.value.len(), "polled cluster logs");
-        forward(&agreed.value, events, metrics).await?;
+        forward(&agreed.value, events, counters).await?;
         *checkpoint = Some((to, agreed.hash));
         *next_block = to + 1;
     }
@@ -273,20 +283,14 @@ mod tests {
             message_log(good, true),
         ];
         let (tx, mut rx) = mpsc::channel(8);
-        let metrics = Metrics::new();
-        assert!(forward(&logs, &tx, &metrics).await.is_ok());
+        let counters = IntakeCounters::default();
+        assert!(forward(&logs, &tx, &counters).await.is_ok());
         drop(tx);
         let mut delivered = 0;
         while rx.recv().await.is_some() {
             delivered += 1;
         }
         assert_eq!(delivered, 2);
-        assert_eq!(
-            metrics
-                .messages_dropped
-                .get_or_create(&vec![("reason".to_string(), "undecodable_log".to_string())])
-                .get(),
-            2
-        );
+        assert_eq!(counters.undecodable_logs.get(), 2);
     }
 }

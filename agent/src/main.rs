@@ -36,7 +36,7 @@ async fn main() -> eyre::Result<()> {
             attestmesh_service::logging::init(config.log_format, "info")?;
             let shutdown = Shutdown::new();
             shutdown.cancel_on_signals()?;
-            attestmesh_agent::node::run(config, shutdown).await
+            attestmesh_agent::boot::run(config, shutdown).await
         }
         Command::Status { socket } => attestmesh_agent::status::print_status(&socket).await,
     }

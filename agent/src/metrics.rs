@@ -51,6 +51,8 @@ pub struct Metrics {
     pub chain_view_stale: Gauge,
     /// Failed reads of the member set and CSK epoch, by reason (disagreement, unavailable).
     pub chain_view_failures: Family<ReasonLabel, Counter>,
+    /// The chain-log poller's counters, shared with `chain_poll_errors` and `messages_dropped`.
+    pub intake: crate::intake::IntakeCounters,
     /// The indexer push client's counters (`attestmesh_agent_indexer_*`).
     pub indexer: Arc<crate::indexer_client::IndexerClientStats>,
 }
@@ -179,6 +181,12 @@ impl Metrics {
         );
         let indexer = Arc::new(crate::indexer_client::IndexerClientStats::default());
         indexer.register(&mut registry);
+        let intake = crate::intake::IntakeCounters {
+            poll_errors: chain_poll_errors.clone(),
+            undecodable_logs: messages_dropped
+                .get_or_create(&vec![("reason".to_string(), "undecodable_log".to_string())])
+                .clone(),
+        };
         Self {
             registry: Arc::new(registry),
             phase,
@@ -201,6 +209,7 @@ impl Metrics {
             convergence_dissenting_peers,
             chain_view_stale,
             chain_view_failures,
+            intake,
             indexer,
         }
     }
@@ -234,5 +243,28 @@ impl Metrics {
         let mut out = String::new();
         encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    /// The poller's counters are the exported ones, not copies.
+    #[test]
+    fn intake_counters_show_in_the_export() {
+        let metrics = Metrics::new();
+        metrics.intake.poll_errors.inc();
+        metrics.intake.undecodable_logs.inc();
+        metrics.intake.undecodable_logs.inc();
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains("attestmesh_agent_chain_poll_errors_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"attestmesh_agent_messages_dropped_total{reason="undecodable_log"} 2"#),
+            "{text}"
+        );
     }
 }

@@ -30,7 +30,7 @@ use crate::cluster::MemberInfo;
 use crate::envelope::EndpointEnvelope;
 use crate::messages::{self, Context, Kind};
 use crate::metrics::Metrics;
-use crate::node::Node;
+use crate::state::Node;
 use crate::targets::PEERS;
 
 /// Nonce key of the registration (the bootstrap operation; key 0).

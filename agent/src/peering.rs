@@ -24,9 +24,9 @@ use crate::envelope::EndpointEnvelope;
 use crate::health::Phase;
 use crate::heartbeat::{self, HEARTBEAT_PORT, HeartbeatBody, Tracker, Transition};
 use crate::mesh::{Mesh, MeshConfig, MeshHandle, PeerConfig, TlsIdentity};
-use crate::node::Node;
 use crate::outbox::{Outbox, Owed};
 use crate::shutdown::Shutdown;
+use crate::state::{Node, PeerLiveness};
 use crate::targets::PEERS;
 
 /// Mesh settings from the agent's configuration.
@@ -369,7 +369,7 @@ async fn reconcile(
             for peer in &peers {
                 snapshot.insert(
                     peer.id,
-                    crate::node::PeerLiveness {
+                    PeerLiveness {
                         live: live.contains(&peer.id),
                         last_heartbeat: tracker.last_seen(peer.id),
                     },

@@ -24,6 +24,7 @@ use sha2::Sha256;
 use sha3::{Digest, Keccak256};
 use zeroize::Zeroize;
 
+pub use crate::error::SignatureError;
 use crate::error::{DstackError, Result};
 use crate::wire;
 
@@ -32,32 +33,6 @@ pub const GET_KEY_HKDF_SALT: &[u8] = b"RATLS";
 
 /// Domain prefix of the KMS root's signature over an app key.
 pub const KMS_ISSUED_PREFIX: &[u8] = b"dstack-kms-issued:";
-
-/// What went wrong with one signature (wrapped in [`DstackError::InvalidSignature`]).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SignatureError {
-    /// Not hex.
-    #[error("{0}")]
-    Hex(String),
-    /// Not 65 bytes.
-    #[error("expected 65 bytes r||s||v, got {0}")]
-    Length(usize),
-    /// The recovery byte is not one dstack or Ethereum uses.
-    #[error("recovery byte v = {0} is not 0, 1, 27 or 28")]
-    RecoveryByte(u8),
-    /// r or s out of range.
-    #[error("r or s is zero or not below the secp256k1 group order")]
-    Scalar,
-    /// Malleable high-s form; dstack emits low-s and OpenZeppelin's ECDSA rejects high-s.
-    #[error("s is in the upper half of the group order (malleable high-s signature)")]
-    HighS,
-    /// No public key recovers from this signature and message.
-    #[error("no public key recovers from this signature over this message")]
-    Recovery,
-    /// Signing failed (only in the simulator's signing path).
-    #[error("signing failed: {0}")]
-    Sign(String),
-}
 
 /// keccak256, as Ethereum and dstack use it.
 pub fn keccak256(data: impl AsRef<[u8]>) -> [u8; 32] {

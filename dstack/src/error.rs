@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use crate::chain::SignatureError;
-
 /// Result alias used throughout this crate.
 pub type Result<T, E = DstackError> = std::result::Result<T, E>;
 
@@ -142,4 +140,30 @@ pub enum DstackError {
         /// What the caller expected, hex.
         expected: String,
     },
+}
+
+/// What went wrong with one signature (wrapped in [`DstackError::InvalidSignature`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// Not hex.
+    #[error("{0}")]
+    Hex(String),
+    /// Not 65 bytes.
+    #[error("expected 65 bytes r||s||v, got {0}")]
+    Length(usize),
+    /// The recovery byte is not one dstack or Ethereum uses.
+    #[error("recovery byte v = {0} is not 0, 1, 27 or 28")]
+    RecoveryByte(u8),
+    /// r or s out of range.
+    #[error("r or s is zero or not below the secp256k1 group order")]
+    Scalar,
+    /// Malleable high-s form; dstack emits low-s and OpenZeppelin's ECDSA rejects high-s.
+    #[error("s is in the upper half of the group order (malleable high-s signature)")]
+    HighS,
+    /// No public key recovers from this signature and message.
+    #[error("no public key recovers from this signature over this message")]
+    Recovery,
+    /// Signing failed (only in the simulator's signing path).
+    #[error("signing failed: {0}")]
+    Sign(String),
 }

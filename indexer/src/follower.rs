@@ -34,7 +34,7 @@ use crate::rpc::{IndexerRpc, LogsError};
 use crate::shutdown::Shutdown;
 use crate::signing::EventSigner;
 use crate::start_block::{self, StartBlockSearch};
-use crate::status::{Phase, StatusHandle};
+use crate::status::{DROPPED_UNDECODABLE_CLUSTER_CREATED, Phase, StatusHandle};
 use crate::store::{self, Store, StoredEvent};
 
 /// Above this many clusters the log filter carries topics only and addresses are matched here
@@ -44,8 +44,6 @@ const MAX_FILTER_ADDRESSES: usize = 500;
 const GROW_AFTER: u32 = 4;
 /// Successful ranges after which refusals are forgotten.
 const FORGET_REFUSALS_AFTER: u32 = 256;
-/// The `dropped_logs` reason of a factory `ClusterCreated` log whose data does not decode.
-pub const DROPPED_UNDECODABLE_CLUSTER_CREATED: &str = "undecodable_cluster_created";
 
 /// The eth_getLogs range and what the RPC has accepted and refused.
 #[derive(Debug, Clone)]

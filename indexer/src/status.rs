@@ -25,6 +25,9 @@ use crate::error::{IndexerError, Result};
 use crate::shutdown::Shutdown;
 use crate::start_block::StartBlockSearch;
 
+/// The `dropped_logs` reason of a factory `ClusterCreated` log whose data does not decode.
+pub const DROPPED_UNDECODABLE_CLUSTER_CREATED: &str = "undecodable_cluster_created";
+
 /// The service name `/healthz` reports (the operator's `check-indexer` asserts it).
 pub const SERVICE: &str = "attestmesh-indexer";
 
@@ -111,7 +114,7 @@ impl StatusHandle {
                 catch_up_blocks_per_second: None,
                 rpc_calls: BTreeMap::new(),
                 dropped_logs: BTreeMap::from([(
-                    crate::follower::DROPPED_UNDECODABLE_CLUSTER_CREATED.to_string(),
+                    DROPPED_UNDECODABLE_CLUSTER_CREATED.to_string(),
                     0,
                 )]),
                 last_error: None,

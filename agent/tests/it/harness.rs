@@ -135,7 +135,7 @@ pub async fn start_agent(name: &str, config: AgentConfig) -> RunningAgent {
     let shutdown = Shutdown::new();
     let socket = config.api_socket.clone();
     let (listening, health) = tokio::sync::oneshot::channel();
-    let mut task = tokio::spawn(attestmesh_agent::node::run_reporting(
+    let mut task = tokio::spawn(attestmesh_agent::boot::run_reporting(
         config,
         shutdown.clone(),
         move |health| {

@@ -130,7 +130,7 @@ impl Node {
         .resolve()
         .unwrap();
         let shutdown = Shutdown::new();
-        let task = tokio::spawn(attestmesh_agent::node::run(config, shutdown.clone()));
+        let task = tokio::spawn(attestmesh_agent::boot::run(config, shutdown.clone()));
         Self {
             name: name.to_string(),
             socket,

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use alloy::primitives::{Address, B256};
 use alloy::sol_types::SolEvent;
 use attestmesh_bindings::factory::ClusterFactory;
-use attestmesh_indexer::follower::DROPPED_UNDECODABLE_CLUSTER_CREATED;
 use attestmesh_indexer::rpc::IndexerRpc;
+use attestmesh_indexer::status::DROPPED_UNDECODABLE_CLUSTER_CREATED;
 use serde_json::{Value, json};
 
 use crate::harness::{IndexerProcess, RpcProxy, World, indexer_dstack};

@@ -346,7 +346,7 @@ async fn with_the_indexer_down_polling_carries_intake_then_a_restarted_indexer_i
             max_range: 2_000,
         },
         tx.clone(),
-        attestmesh_agent::metrics::Metrics::new(),
+        attestmesh_agent::intake::IntakeCounters::default(),
     ));
     // Forward pushes into the shared channel, remembering what came by push.
     let pushed: Arc<Mutex<BTreeSet<(B256, u64)>>> = Arc::default();
@@ -558,7 +558,7 @@ async fn push_and_the_agents_poller_deliver_the_same_messages_and_push_reads_no_
             max_range: 2_000,
         },
         poll_tx,
-        attestmesh_agent::metrics::Metrics::new(),
+        attestmesh_agent::intake::IntakeCounters::default(),
     ));
     let history = world.cluster_events(cluster).await;
     let mut seen = BTreeSet::new();
