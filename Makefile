@@ -100,16 +100,16 @@ snapshots: deps ## Re-record gas snapshots after an intended gas change (commit 
 
 # EXIT_WHEN_HEALTHY=1: exit 0 once every node is healthy and the round trip worked.
 demo: deps ## The devnet and NODES=3 agents, each in its own namespace with attestmesh0, shown healthy (needs root); Ctrl-C stops and cleans up
-	$(CARGO) build --quiet -p cluster-mesh-agent -p attestmesh-devnet -p attestmesh-indexer --bins
-	target/debug/attestmesh-devnet demo --nodes $(or $(NODES),3) --agent-bin target/debug/cluster-mesh-agent \
+	$(CARGO) build --quiet -p cluster-mesh-agent -p attestmesh-testbed -p attestmesh-indexer --bins
+	target/debug/attestmesh-testbed demo --nodes $(or $(NODES),3) --agent-bin target/debug/cluster-mesh-agent \
 		--indexer-bin target/debug/attestmesh-indexer \
 		$(if $(filter 1 true yes,$(EXIT_WHEN_HEALTHY)),--exit-when-healthy)
 
 bench: deps ## Measure clusters at 2 s blocks and instant mining (start/restart to whole at 3-32 nodes, a join, sponsored operations, steady-state cost, iperf3 over attestmesh0 vs veth, gas, indexer catch-up) into bench/RESULTS.md + SVG (needs root)
 	@command -v iperf3 >/dev/null || { echo "installing iperf3 (apt)"; apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3; }
-	$(CARGO) build --release --quiet -p cluster-mesh-agent -p attestmesh-devnet -p attestmesh-indexer --bins
-	target/release/attestmesh-devnet bench --agent-bin target/release/cluster-mesh-agent \
+	$(CARGO) build --release --quiet -p cluster-mesh-agent -p attestmesh-testbed -p attestmesh-indexer --bins
+	target/release/attestmesh-testbed bench --agent-bin target/release/cluster-mesh-agent \
 		--indexer-bin target/release/attestmesh-indexer
 
 devnet: deps ## Bring the local devnet up in the foreground (NODES=3); Ctrl-C stops it

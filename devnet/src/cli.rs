@@ -1,9 +1,9 @@
-//! The `attestmesh-devnet` command line: one subcommand per emulator or devnet action.
+//! The `attestmesh-devnet` command line: one subcommand per stand-in or devnet action.
 
 use clap::{Parser, Subcommand};
 use eyre::WrapErr;
 
-use crate::{bench, bundler, demo, dstack_simulator, gas_manager, gateway, up};
+use crate::{bundler, dstack_simulator, gas_manager, gateway, up};
 
 /// AttestMesh local devnet.
 #[derive(Debug, Parser)]
@@ -21,16 +21,6 @@ pub enum Command {
     /// cluster, webhook, bundler, gas manager, gateway, a dstack simulator per node), write
     /// `.devnet/endpoints.json`, and run until interrupted.
     Up(up::UpArgs),
-    /// The devnet (2 s blocks, like Base) plus N real agents, each in its own network namespace
-    /// with its own attestmesh0: shows them come up, then shows the cluster working (live peers,
-    /// a message round trip, the same CSK everywhere), and a killed node leave and rejoin.
-    /// Needs root.
-    Demo(demo::DemoArgs),
-    /// Measure clusters on the devnet at 2 s blocks and with instant mining (start and restart
-    /// to whole, a join, sponsored operations, steady-state cost, throughput over attestmesh0
-    /// vs the bare veth, gas, indexer catch-up) and write bench/RESULTS.md with a plot.
-    /// Needs root and iperf3.
-    Bench(Box<bench::BenchArgs>),
     /// Stop what a crashed `up` left running and remove its files.
     Down(up::DownArgs),
     /// Run a dstack guest-agent simulator on a unix socket until interrupted.
@@ -48,22 +38,8 @@ pub enum Command {
 
 /// Run the parsed command line.
 pub async fn run(cli: Cli) -> eyre::Result<()> {
-    // The demo and the benchmark print their own progress; their logs only say what went wrong
-    // unless RUST_LOG asks. The gateway warns about every dial to a node that is starting or
-    // down: expected in the benchmark's restarts and while a demo node is killed, noise there.
-    let default_filter = match cli.command {
-        Command::Demo(_) => "warn,attestmesh::devnet::gateway=error",
-        Command::Bench(_) => "error",
-        _ => "info",
-    };
-    attestmesh_service::logging::init(attestmesh_service::LogFormat::Human, default_filter)?;
+    attestmesh_service::logging::init(attestmesh_service::LogFormat::Human, "info")?;
     match cli.command {
-        Command::Bench(args) => bench::bench(*args, attestmesh_service::shutdown::signals()?)
-            .await
-            .wrap_err("the benchmark failed"),
-        Command::Demo(args) => demo::demo(args, attestmesh_service::shutdown::signals()?)
-            .await
-            .wrap_err("the demo failed"),
         Command::Up(args) => up::up(args, attestmesh_service::shutdown::signals()?)
             .await
             .wrap_err("devnet up failed"),

@@ -16,7 +16,7 @@ pub mod agent {
     use std::path::{Path, PathBuf};
 
     /// A gRPC client on the agent's unix socket: the one way every AttestMesh program (the
-    /// agent's `status`, the devnet demo, the tests) reaches an agent's API.
+    /// agent's `status`, the testbed demo, the tests) reaches an agent's API.
     pub async fn connect_unix(
         socket: &Path,
     ) -> Result<v1::agent_client::AgentClient<tonic::transport::Channel>, tonic::transport::Error>

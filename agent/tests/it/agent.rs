@@ -208,7 +208,7 @@ async fn poll_errors(agent: &RunningAgent) -> f64 {
         .text()
         .await
         .unwrap();
-    attestmesh_devnet::cluster::family_series(&metrics, "attestmesh_agent_chain_poll_errors_total")
+    attestmesh_testbed::cluster::family_series(&metrics, "attestmesh_agent_chain_poll_errors_total")
         .unwrap()
         .unwrap_or_else(|| panic!("the agent exports its poll errors: {metrics}"))
         .values()

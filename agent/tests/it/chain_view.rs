@@ -12,9 +12,9 @@ use attestmesh_agent::csk::{self, Candidate, CskError, Local};
 use attestmesh_agent::envelope::EndpointEnvelope;
 use attestmesh_agent::messages::{self, Context, Kind};
 use attestmesh_bindings::cluster::Cluster as ClusterContract;
-use attestmesh_devnet::cluster::{Cluster, ClusterNode, family_series};
 use attestmesh_devnet::fault_proxy::{FaultMode, FaultProxy, Rewriter};
 use attestmesh_proto::agent::v1 as pb;
+use attestmesh_testbed::cluster::{Cluster, ClusterNode, family_series};
 use serde_json::{Value, json};
 
 use crate::cluster::{healthy, prepare, wait_for_status};

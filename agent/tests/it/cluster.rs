@@ -8,9 +8,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use alloy::primitives::keccak256;
-use attestmesh_devnet::cluster::{Cluster, ClusterNode};
 use attestmesh_devnet::stack::StackConfig;
 use attestmesh_proto::agent::v1 as pb;
+use attestmesh_testbed::cluster::{Cluster, ClusterNode};
 
 use crate::harness::{budget, init_logs, within};
 
@@ -723,8 +723,8 @@ async fn kill_9_in_every_phase_then_restart_ends_healthy_with_one_member_per_nod
 async fn the_demo_exits_ok_once_healthy_and_cleans_up() {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
-    attestmesh_devnet::demo::demo(
-        attestmesh_devnet::demo::DemoArgs {
+    attestmesh_testbed::demo::demo(
+        attestmesh_testbed::demo::DemoArgs {
             nodes: 2,
             agent_binary: Some(AGENT.into()),
             // Beside the agent: `cargo nextest run --workspace` builds every binary.
@@ -734,7 +734,7 @@ async fn the_demo_exits_ok_once_healthy_and_cleans_up() {
             timeout_secs: budget().as_secs(),
             state_dir: dir.path().join("demo"),
             // The devnet test of the binary (devnet/tests/it/demo.rs) runs the default, alto.
-            bundler: attestmesh_devnet::demo::DemoBundler::Project,
+            bundler: attestmesh_testbed::demo::DemoBundler::Project,
         },
         std::future::pending(),
     )

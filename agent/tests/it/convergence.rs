@@ -15,10 +15,10 @@ use std::time::Duration;
 use attestmesh_agent::heartbeat::{HEARTBEAT_PORT, HeartbeatBody, encode};
 use attestmesh_agent::identity::Identity;
 use attestmesh_agent::mesh::{Mesh, MeshConfig, PeerConfig, TlsIdentity};
-use attestmesh_devnet::cluster::{Cluster, ClusterNode};
-use attestmesh_devnet::netns::NsTask;
 use attestmesh_dstack::{DstackClient, Endpoint};
 use attestmesh_proto::agent::v1 as pb;
+use attestmesh_testbed::cluster::{Cluster, ClusterNode};
+use attestmesh_testbed::netns::NsTask;
 use tokio::sync::oneshot;
 
 use crate::cluster::{healthy, start, wait_live_peers};

@@ -8,8 +8,8 @@ use alloy::primitives::{B256, Bytes, keccak256};
 use alloy::sol_types::SolCall;
 use attestmesh_agent::csk::{self, Candidate, CskError, Local};
 use attestmesh_bindings::cluster::Cluster as ClusterContract;
-use attestmesh_devnet::cluster::{Cluster, ClusterNode, family_series};
 use attestmesh_proto::agent::v1 as pb;
+use attestmesh_testbed::cluster::{Cluster, ClusterNode, family_series};
 use tokio_stream::StreamExt;
 
 use crate::cluster::{healthy, healthz_code, prepare, start, wait_for_status, wait_live_peers};

@@ -20,8 +20,8 @@ use attestmesh_agent::mesh::{
     transport_client_config,
 };
 use attestmesh_devnet::gateway::{GatewayConfig, GatewayEmulator, GatewayHandle};
-use attestmesh_devnet::netns::{self, Netns, NsTask};
 use attestmesh_dstack::EthAddress;
+use attestmesh_testbed::netns::{self, Netns, NsTask};
 use boringtun::noise::{Tunn, TunnResult};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

@@ -150,7 +150,7 @@ async fn poll_errors(agent: &RunningAgent) -> f64 {
         .text()
         .await
         .unwrap();
-    attestmesh_devnet::cluster::family_series(&text, "attestmesh_agent_chain_poll_errors_total")
+    attestmesh_testbed::cluster::family_series(&text, "attestmesh_agent_chain_poll_errors_total")
         .unwrap()
         .expect("the agent exports its poll errors")
         .values()
@@ -342,7 +342,7 @@ async fn the_health_port_does_not_answer_on_the_mesh() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = crate::cluster::start(dir.path(), 2).await;
     crate::cluster::healthy(&mut cluster).await;
-    let port = attestmesh_devnet::cluster::HEALTH_PORT;
+    let port = attestmesh_testbed::cluster::HEALTH_PORT;
     let own = cluster.nodes[0].get_self().await.unwrap().mesh_ip;
     let peer = cluster.nodes[1].get_self().await.unwrap().mesh_ip;
     let answers = cluster.nodes[0]

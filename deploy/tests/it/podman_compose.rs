@@ -17,8 +17,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use alloy::primitives::keccak256;
-use attestmesh_devnet::cluster::{Cluster, agent_binary_beside_current_exe};
 use attestmesh_devnet::local_chain::project_root;
+use attestmesh_testbed::cluster::{Cluster, agent_binary_beside_current_exe};
 
 use crate::support::init_logs;
 

@@ -5,7 +5,6 @@
 
 mod bundler;
 mod cli;
-mod demo;
 mod dstack_simulator;
 mod gas_manager;
 mod gateway;

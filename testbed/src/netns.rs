@@ -34,7 +34,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 /// `tracing` target of this module's log lines.
-pub const LOG_TARGET: &str = "attestmesh::devnet::netns";
+pub const LOG_TARGET: &str = "attestmesh::testbed::netns";
 
 /// Where `ip netns add` bind-mounts named namespaces.
 pub const NETNS_DIR: &str = "/var/run/netns";

@@ -1,4 +1,4 @@
-//! `attestmesh-devnet bench` (`make bench`): measures the cluster the demo runs and writes the
+//! `attestmesh-testbed bench` (`make bench`): measures the cluster the demo runs and writes the
 //! figures, with the command and the machine that produced them, to `bench/RESULTS.md`, and
 //! the plot of time-to-whole against cluster size to `time-to-whole.svg` beside it.
 //!
@@ -23,8 +23,8 @@ use eyre::WrapErr;
 use tokio::time::Instant;
 
 use crate::cluster::{Cluster, MetricSeries as Counts, family_series};
-use crate::fault_proxy::FaultProxy;
-use crate::stack::{BASE_BLOCK_TIME_SECS, StackConfig};
+use attestmesh_devnet::fault_proxy::FaultProxy;
+use attestmesh_devnet::stack::{BASE_BLOCK_TIME_SECS, StackConfig};
 
 /// Flags of `bench`.
 #[derive(Debug, Clone, Args)]
@@ -829,7 +829,8 @@ impl Bench<'_> {
 
 /// alto's version, from its package.json in node_modules.
 fn alto_version() -> eyre::Result<String> {
-    let path = crate::local_chain::project_root().join("node_modules/@pimlico/alto/package.json");
+    let path = attestmesh_devnet::local_chain::project_root()
+        .join("node_modules/@pimlico/alto/package.json");
     let text = std::fs::read_to_string(&path)
         .wrap_err_with(|| format!("cannot read {}", path.display()))?;
     let package: serde_json::Value =
@@ -1470,10 +1471,11 @@ async fn measure_webhook_fail_closed(requests: usize) -> eyre::Result<String> {
 
     const SECRET: &str = "attestmesh-bench-webhook-secret";
     const POLICY: &str = "policy-bench";
-    let chain =
-        crate::local_chain::LocalChain::start(crate::local_chain::LocalChainConfig::default())
-            .await
-            .wrap_err("cannot start the webhook's chain")?;
+    let chain = attestmesh_devnet::local_chain::LocalChain::start(
+        attestmesh_devnet::local_chain::LocalChainConfig::default(),
+    )
+    .await
+    .wrap_err("cannot start the webhook's chain")?;
     let chain_id = chain.operator_client().chain_id();
     let cluster = chain
         .create_cluster(

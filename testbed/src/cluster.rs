@@ -19,9 +19,9 @@ use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
 use crate::netns::{Netns, require_privileges};
-use crate::stack::{Stack, StackConfig};
+use attestmesh_devnet::stack::{Stack, StackConfig};
 
-const LOG_TARGET: &str = "attestmesh::devnet::cluster";
+const LOG_TARGET: &str = "attestmesh::testbed::cluster";
 const ANY: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 /// Where each agent serves `/healthz` and `/metrics`, inside its own namespace.
 pub const HEALTH_PORT: u16 = 9090;
@@ -304,7 +304,7 @@ pub struct ClusterIndexer {
     /// The binary it runs.
     pub executable: PathBuf,
     process: Child,
-    _tee: crate::dstack_simulator::SimulatorHandle,
+    _tee: attestmesh_devnet::dstack_simulator::SimulatorHandle,
 }
 
 impl ClusterIndexer {
@@ -341,11 +341,11 @@ pub struct Cluster {
     /// default.
     pub poll_interval_secs: Option<u64>,
     /// The port (on each node's host end of the veth) the agents' `--chain.rpc-url` names
-    /// instead of anvil's, e.g. a [`FaultProxy`](crate::fault_proxy::FaultProxy) that counts
+    /// instead of anvil's, e.g. a [`FaultProxy`](attestmesh_devnet::fault_proxy::FaultProxy) that counts
     /// their requests; `None` = anvil itself.
     pub chain_rpc_port: Option<u16>,
     /// More chain RPC endpoints (ports on each node's host end of the veth) the agents read
-    /// membership from, after the first; e.g. a lying [`FaultProxy`](crate::fault_proxy::FaultProxy).
+    /// membership from, after the first; e.g. a lying [`FaultProxy`](attestmesh_devnet::fault_proxy::FaultProxy).
     pub extra_chain_rpc_ports: Vec<u16>,
     /// `--chain.quorum` of the agents; `None` = the agent's default (a majority).
     pub chain_quorum: Option<usize>,
@@ -551,10 +551,12 @@ impl Cluster {
                 .wrap_err("an app id is 20 bytes")?,
         );
         let socket = self.dir.join("indexer.dstack.sock");
-        let tee = crate::dstack_simulator::DstackSimulator::spawn(
-            crate::dstack_simulator::SimulatorConfig::new(
+        let tee = attestmesh_devnet::dstack_simulator::DstackSimulator::spawn(
+            attestmesh_devnet::dstack_simulator::SimulatorConfig::new(
                 app_id,
-                crate::dstack_simulator::KeySource::DevnetSeed(self.stack.config.kms_seed.clone()),
+                attestmesh_devnet::dstack_simulator::KeySource::DevnetSeed(
+                    self.stack.config.kms_seed.clone(),
+                ),
             ),
             &socket,
         )
@@ -623,9 +625,11 @@ impl Cluster {
             .add_route(app_id, IpAddr::V4(Ipv4Addr::LOCALHOST));
         let endpoint = format!(
             "https://{}",
-            self.stack
-                .gateway
-                .hostname(app_id, grpc, crate::gateway::RouteMode::Terminate)
+            self.stack.gateway.hostname(
+                app_id,
+                grpc,
+                attestmesh_devnet::gateway::RouteMode::Terminate
+            )
         );
         let call = IndexerRegistry::registerIndexerCall {
             endpoint: endpoint.clone(),

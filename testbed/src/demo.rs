@@ -1,4 +1,4 @@
-//! `attestmesh-devnet demo` (`make demo`): the devnet and N real agents, each in its own network
+//! `attestmesh-testbed demo` (`make demo`): the devnet and N real agents, each in its own network
 //! namespace with its own `attestmesh0`, shown as they come up and then shown working: live
 //! peers per node, a message round trip through the gRPC API, the same CSK everywhere (by
 //! fingerprint, never the key). While it stays up it supervises the agents like a cluster
@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_stream::StreamExt;
 
 use crate::cluster::{Cluster, NodeView};
-use crate::stack::StackConfig;
+use attestmesh_devnet::stack::StackConfig;
 
 /// Flags of `demo`.
 #[derive(Debug, Clone, Args)]
@@ -330,7 +330,8 @@ fn alto_processes() -> Vec<(u32, PathBuf)> {
 /// ` <version>` of the installed `@pimlico/alto`, or nothing when its package.json is unreadable
 /// (alto's own start then says what is missing).
 fn alto_version() -> String {
-    let path = crate::local_chain::project_root().join("node_modules/@pimlico/alto/package.json");
+    let path = attestmesh_devnet::local_chain::project_root()
+        .join("node_modules/@pimlico/alto/package.json");
     std::fs::read_to_string(path)
         .ok()
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())

@@ -1,9 +1,9 @@
-//! `attestmesh-devnet demo` as a user runs it: the binary, in the background, with a node's
+//! `attestmesh-testbed demo` as a user runs it: the binary, in the background, with a node's
 //! agent killed while it stays up.
 //!
 //! Needs root and /dev/net/tun (the demo says which is missing), and the `cluster-mesh-agent`
 //! and `attestmesh-indexer` binaries beside this crate's binary: `cargo nextest run --workspace`
-//! builds them; with `-p attestmesh-devnet` alone, build them first
+//! builds them; with `-p attestmesh-testbed` alone, build them first
 //! (`cargo build -p cluster-mesh-agent -p attestmesh-indexer`).
 
 use std::path::Path;
@@ -30,7 +30,7 @@ struct Demo {
 
 impl Demo {
     fn start(state_dir: &Path, args: &[&str]) -> Self {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_attestmesh-devnet"))
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_attestmesh-testbed"))
             .arg("demo")
             .args(args)
             .arg("--state-dir")
