@@ -9,6 +9,7 @@ use std::pin::Pin;
 
 use attestmesh_proto::agent::v1 as pb;
 use attestmesh_proto::agent::v1::agent_server::{Agent, AgentServer};
+use attestmesh_service::listen::bind_tcp;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -36,6 +37,8 @@ pub const WAITING_FOR_HEADER: &str = "x-attestmesh-waiting-for";
 /// Errors of setting up the API.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    #[error(transparent)]
+    Health(#[from] attestmesh_service::listen::ListenError),
     #[error("cannot listen on {address}: {source} (is another agent running?)")]
     Listen {
         address: String,
@@ -75,13 +78,8 @@ pub async fn serve_health(
     metrics: Metrics,
     shutdown: Shutdown,
 ) -> Result<(JoinHandle<()>, SocketAddr), ApiError> {
-    let listen_error = |source| ApiError::Listen {
-        address: listen.to_string(),
-        source,
-    };
-    let listener = TcpListener::bind(listen).await.map_err(listen_error)?;
     // Port 0 lets the system pick: the bound address is the one to report and log.
-    let listen = listener.local_addr().map_err(listen_error)?;
+    let (listener, listen) = bind_tcp("the health endpoint (--health.listen)", listen).await?;
     let listener = OffMesh {
         listener,
         routes: Routes::system(),
@@ -92,14 +90,7 @@ pub async fn serve_health(
         .route("/status", get(status))
         .route("/metrics", get(metrics_text))
         .with_state(HealthState { health, metrics });
-    let server = tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-        {
-            warn!(target: API, %error, "health endpoint stopped");
-        }
-    });
+    let server = attestmesh_service::http::serve("the health endpoint", listener, app, shutdown);
     Ok((server, listen))
 }
 

@@ -84,9 +84,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use attestmesh_service::listen::bind_tcp;
 use boringtun::noise::Tunn;
 use boringtun::x25519::{PublicKey, StaticSecret};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
@@ -209,17 +209,8 @@ impl Mesh {
             config.prefix_len,
             MESH_MTU,
         )?);
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| MeshError::Listen {
-                    addr: config.listen,
-                    source,
-                })?;
-        let local_addr = listener.local_addr().map_err(|source| MeshError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+        let (listener, local_addr) =
+            bind_tcp("mesh transport connections (--mesh.listen)", config.listen).await?;
         let secret = StaticSecret::from(config.wireguard_secret);
         let public = PublicKey::from(&secret);
         let keys = Arc::new(StaticKeys { secret, public });

@@ -1,7 +1,5 @@
 //! Errors of the indexer. Each says what failed, where, and what to do about it.
 
-use std::net::SocketAddr;
-
 use alloy::primitives::Address;
 use attestmesh_chain::ChainError;
 use attestmesh_dstack::DstackError;
@@ -39,15 +37,8 @@ pub enum IndexerError {
     InconsistentRpc { factory: Address, reason: String },
 
     /// A listener could not be bound.
-    #[error(
-        "cannot listen for {what} on {address}: {source} (is another indexer running, or the port taken?)"
-    )]
-    Listen {
-        what: &'static str,
-        address: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] attestmesh_service::listen::ListenError),
 
     /// A server stopped with an error.
     #[error("the {what} server stopped: {reason}")]

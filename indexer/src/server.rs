@@ -11,7 +11,7 @@ use alloy::primitives::Address;
 use attestmesh_bindings::factory::ClusterFactory;
 use attestmesh_proto::indexer::v1::indexer_server::{Indexer, IndexerServer};
 use attestmesh_proto::indexer::v1::{self as pb};
-use tokio::net::TcpListener;
+use attestmesh_service::listen::bind_tcp;
 use tokio::sync::{OnceCell, mpsc};
 use tokio::task::JoinHandle;
 use tokio_stream::Stream;
@@ -393,20 +393,7 @@ pub async fn serve(
     service: Service,
     shutdown: Shutdown,
 ) -> Result<(SocketAddr, JoinHandle<Result<()>>)> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|source| IndexerError::Listen {
-            what: "gRPC",
-            address: listen,
-            source,
-        })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| IndexerError::Listen {
-            what: "gRPC",
-            address: listen,
-            source,
-        })?;
+    let (listener, local) = bind_tcp("gRPC (--grpc.listen)", listen).await?;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<IndexerServer<Service>>().await;
     info!(target: LOG_TARGET, listen = %local, "gRPC listener up (attestmesh.indexer.v1.Indexer)");

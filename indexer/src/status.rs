@@ -11,17 +11,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use alloy::primitives::Address;
+use attestmesh_service::listen::bind_tcp;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde::Serialize;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::LOG_TARGET;
-use crate::error::{IndexerError, Result};
+use crate::error::Result;
 use crate::shutdown::Shutdown;
 use crate::start_block::StartBlockSearch;
 
@@ -146,34 +146,15 @@ pub async fn serve(
     status: StatusHandle,
     shutdown: Shutdown,
 ) -> Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|source| IndexerError::Listen {
-            what: "health (HTTP)",
-            address: listen,
-            source,
-        })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| IndexerError::Listen {
-            what: "health (HTTP)",
-            address: listen,
-            source,
-        })?;
+    let (listener, local) = bind_tcp("health (HTTP, --health.listen)", listen).await?;
     let app = axum::Router::new()
         .route("/healthz", get(alive))
         .route("/status", get(alive))
         .route("/readyz", get(ready))
         .with_state(status);
     info!(target: LOG_TARGET, listen = %local, "health listener up (/healthz, /status, /readyz)");
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(error) = served {
-            warn!(target: LOG_TARGET, %error, "health server stopped with an error");
-        }
-    });
+    let task =
+        attestmesh_service::http::serve("the indexer's health endpoint", listener, app, shutdown);
     Ok((local, task))
 }
 

@@ -4,7 +4,6 @@
 //! Chain errors are boxed: alloy's errors are large, and every `Result` of this crate would
 //! otherwise carry their size.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use alloy::primitives::Address;
@@ -92,14 +91,8 @@ pub enum WebhookError {
     },
 
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}; choose another --listen address")]
-    Bind {
-        /// The configured address.
-        addr: SocketAddr,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] attestmesh_service::listen::ListenError),
 
     /// The HTTP server stopped with an error, or without being asked to.
     #[error("the webhook HTTP server failed: {0}")]

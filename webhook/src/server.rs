@@ -67,16 +67,11 @@ impl Webhook {
             verify_cluster(&client, timeout, &endpoint, policy_id, *cluster).await?;
         }
 
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| WebhookError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| WebhookError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let (listener, local_addr) = attestmesh_service::listen::bind_tcp(
+            "paymaster webhook requests (--listen)",
+            config.listen,
+        )
+        .await?;
 
         let health = Health {
             status: "ok",

@@ -1,7 +1,5 @@
 //! Errors of the mesh dataplane. Each says what failed and what to do about it.
 
-use std::net::SocketAddr;
-
 /// Why the mesh could not start (or a TLS identity could not be built).
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
@@ -19,15 +17,8 @@ pub enum MeshError {
         source: tun::Error,
     },
     /// The transport listener could not be bound.
-    #[error(
-        "cannot listen for mesh transport connections on {addr}: {source} \
-         (is the port free? is the address local to this network namespace?)"
-    )]
-    Listen {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] attestmesh_service::listen::ListenError),
     /// The transport certificate could not be generated from its seed.
     #[error("cannot build the transport TLS certificate: {0}")]
     Certificate(#[from] rcgen::Error),
