@@ -5,7 +5,7 @@
 //!
 //! [`netns`] makes test hosts (namespaces, veth links, cleanup by name); [`cluster`] starts a
 //! devnet [`Stack`](attestmesh_devnet::stack::Stack) and N agents in them and reads their health,
-//! metrics and API; [`demo`] shows one working (`make demo`); [`bench`] measures clusters at
+//! metrics and API; [`demo`] shows one working (`make demo`); [`bench`](mod@bench) measures clusters at
 //! Base's 2 s blocks and writes `bench/RESULTS.md` (`make bench`); [`cli`] is the
 //! `attestmesh-testbed` command.
 
