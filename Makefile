@@ -55,10 +55,11 @@ bindings-check: bindings ## Fail when the committed ABIs differ from what the co
 	@git diff --exit-code -- bindings/abi || { echo "bindings/abi is stale: run 'make bindings' and commit it"; exit 1; }
 	@test -z "$$(git status --porcelain -- bindings/abi)" || { echo "bindings/abi has uncommitted files: run 'make bindings' and commit them"; exit 1; }
 
-lint: deps bindings-check ## Formatting checks, bindings drift and clippy with warnings as errors
+lint: deps bindings-check ## Formatting checks, bindings drift, clippy with warnings as errors, no import circles between a crate's modules
 	$(FORGE) fmt --check
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 tools/module-cycles.py .
 
 test-contracts: deps ## Foundry unit, fuzz and invariant tests; fails when a gas snapshot moved
 	FORGE_SNAPSHOT_CHECK=true $(FORGE) test
