@@ -94,11 +94,7 @@ pub enum WebhookError {
     #[error(transparent)]
     Bind(#[from] attestmesh_service::listen::ListenError),
 
-    /// The HTTP server stopped with an error, or without being asked to.
-    #[error("the webhook HTTP server failed: {0}")]
-    Serve(#[source] std::io::Error),
-
-    /// The server task panicked or was cancelled.
-    #[error("the webhook server task ended abnormally: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    /// The HTTP server stopped with an error, without being asked to, or abnormally.
+    #[error(transparent)]
+    Serve(#[from] attestmesh_service::http::ServeError),
 }

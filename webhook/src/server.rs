@@ -12,6 +12,7 @@ use alloy::primitives::aliases::U192;
 use alloy::primitives::{Address, U256};
 use attestmesh_bindings::ENTRY_POINT_V07;
 use attestmesh_chain::{ChainClient, ChainError};
+use attestmesh_service::http::Server;
 use attestmesh_types::webhook::{
     SponsoredCall, SponsoredGas, WebhookRequest, WebhookResponse, parse_chain_id,
 };
@@ -23,8 +24,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::auth::{self, SecretDigest};
@@ -688,9 +687,7 @@ fn truncated(text: &str) -> &str {
 /// gracefully (in-flight requests finish) and reports how the server ended.
 #[derive(Debug)]
 pub struct WebhookHandle {
-    local_addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    server: Server,
 }
 
 impl WebhookHandle {
@@ -699,82 +696,36 @@ impl WebhookHandle {
         listener: tokio::net::TcpListener,
         local_addr: SocketAddr,
     ) -> Self {
-        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    // An explicit shutdown and a dropped handle both end the server.
-                    let _ = shutdown_rx.await;
-                })
-                .await
-        });
         Self {
-            local_addr,
-            shutdown: Some(shutdown_tx),
-            task: Some(task),
+            server: Server::serve_on("paymaster webhook", listener, local_addr, router(state)),
         }
     }
 
     /// The address the server is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.server.local_addr()
     }
 
     /// `http://<local address>/`, the URL to configure on the gas manager.
     pub fn url(&self) -> String {
-        format!("http://{}/", self.local_addr)
+        format!("http://{}/", self.server.local_addr())
     }
 
     /// Stops accepting, lets in-flight requests finish, and reports how the server ended.
-    pub async fn shutdown(mut self) -> Result<()> {
-        let task = self.task.take();
-        self.stop(task).await
+    pub async fn shutdown(self) -> Result<()> {
+        let local_addr = self.server.local_addr();
+        let ended = self.server.shutdown().await;
+        info!(target: LOG_TARGET, %local_addr, "paymaster webhook stopped");
+        Ok(ended?)
     }
 
     /// Serves until `signal` completes, then shuts down gracefully. Returns early with an error
     /// if the server stops by itself.
-    pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> Result<()> {
-        let Some(mut task) = self.task.take() else {
-            return Ok(());
-        };
-        tokio::select! {
-            () = signal => {}
-            ended = &mut task => {
-                return match ended? {
-                    Ok(()) => Err(WebhookError::Serve(std::io::Error::other(
-                        "the server stopped without being asked to",
-                    ))),
-                    Err(err) => Err(WebhookError::Serve(err)),
-                };
-            }
-        }
-        self.stop(Some(task)).await
-    }
-
-    async fn stop(&mut self, task: Option<JoinHandle<std::io::Result<()>>>) -> Result<()> {
-        if let Some(tx) = self.shutdown.take() {
-            // The server may already have stopped on its own; its result is read below.
-            let _ = tx.send(());
-        }
-        let result = match task {
-            Some(task) => task.await?.map_err(WebhookError::Serve),
-            None => Ok(()),
-        };
-        info!(target: LOG_TARGET, local_addr = %self.local_addr, "paymaster webhook stopped");
-        result
-    }
-}
-
-impl Drop for WebhookHandle {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        // Nobody will await the task: stop it now rather than wait for idle connections.
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> Result<()> {
+        let local_addr = self.server.local_addr();
+        let ended = self.server.run_until(signal).await;
+        info!(target: LOG_TARGET, %local_addr, "paymaster webhook stopped");
+        Ok(ended?)
     }
 }
 

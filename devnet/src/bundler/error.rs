@@ -29,6 +29,10 @@ pub enum BundlerError {
     #[error("the bundler's listening address does not make a URL: {0}")]
     Url(#[source] url::ParseError),
 
+    /// The listener could not be bound.
+    #[error(transparent)]
+    Listen(#[from] attestmesh_service::listen::ListenError),
+
     /// The HTTP side failed.
     #[error("bundler HTTP server: {0}")]
     Serve(#[from] ServeError),

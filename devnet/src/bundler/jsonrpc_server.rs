@@ -8,7 +8,6 @@
 //! with its id and method, every error reply with its code and message.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,8 +20,6 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tracing::debug;
 
 /// `tracing` target of the request log of both services (the `service` field says which).
@@ -251,116 +248,4 @@ pub(crate) fn at_most(params: &Value, max: usize, usage: &str) -> Result<(), Err
     }
 }
 
-/// How a served HTTP task ended badly.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// The listener could not be bound.
-    #[error(
-        "cannot listen on {addr}: {source} (is the port in use? pick another with the listen flag, or 0)"
-    )]
-    Bind {
-        /// The address asked for.
-        addr: SocketAddr,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The HTTP server stopped with an I/O error.
-    #[error("the HTTP server failed: {0}")]
-    Io(#[source] std::io::Error),
-    /// The server stopped without being asked to.
-    #[error("the HTTP server stopped without being asked to")]
-    StoppedUnexpectedly,
-    /// The server task panicked or was cancelled.
-    #[error("the HTTP server task ended abnormally: {0}")]
-    Task(#[from] tokio::task::JoinError),
-}
-
-/// A running HTTP server. Dropping it stops the server at once; [`HttpServer::shutdown`] lets
-/// in-flight requests finish.
-#[derive(Debug)]
-pub(crate) struct HttpServer {
-    local_addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
-}
-
-impl HttpServer {
-    /// Binds `listen` and serves `router` on it. Must be called inside a tokio runtime.
-    pub(crate) async fn start(listen: SocketAddr, router: Router) -> Result<Self, ServeError> {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: listen,
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
-            addr: listen,
-            source,
-        })?;
-        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    // An explicit shutdown and a dropped handle both end the server.
-                    let _ = shutdown_rx.await;
-                })
-                .await
-        });
-        Ok(Self {
-            local_addr,
-            shutdown: Some(shutdown_tx),
-            task: Some(task),
-        })
-    }
-
-    pub(crate) fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// Stops accepting, lets in-flight requests finish, reports how the server ended.
-    pub(crate) async fn shutdown(mut self) -> Result<(), ServeError> {
-        if let Some(tx) = self.shutdown.take() {
-            // The server may have stopped on its own already; its result is read below.
-            let _ = tx.send(());
-        }
-        match self.task.take() {
-            Some(task) => task.await?.map_err(ServeError::Io),
-            None => Ok(()),
-        }
-    }
-
-    /// Serves until `signal` completes, then shuts down gracefully; an error if the server
-    /// stops by itself first.
-    pub(crate) async fn run_until(
-        mut self,
-        signal: impl Future<Output = ()>,
-    ) -> Result<(), ServeError> {
-        let Some(mut task) = self.task.take() else {
-            return Ok(());
-        };
-        tokio::select! {
-            () = signal => {}
-            ended = &mut task => {
-                return match ended? {
-                    Ok(()) => Err(ServeError::StoppedUnexpectedly),
-                    Err(err) => Err(ServeError::Io(err)),
-                };
-            }
-        }
-        self.task = Some(task);
-        self.shutdown().await
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        // Nobody will await the task: stop it now rather than wait for idle keep-alive connections.
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
+pub use attestmesh_service::http::{ServeError, Server as HttpServer};

@@ -42,6 +42,10 @@ pub enum GasManagerError {
     #[error("invalid gas manager configuration: {0}")]
     Config(String),
 
+    /// The listener could not be bound.
+    #[error(transparent)]
+    Listen(#[from] attestmesh_service::listen::ListenError),
+
     /// The HTTP side failed.
     #[error("gas manager HTTP server: {0}")]
     Serve(#[from] ServeError),
