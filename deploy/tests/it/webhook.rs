@@ -3,10 +3,10 @@
 
 use alloy::primitives::{Address, keccak256};
 use attestmesh_devnet::local_chain::{LocalChain, LocalChainConfig};
-use attestmesh_webhook::{Webhook, WebhookConfig, WebhookSecret};
+use attestmesh_webhook::{Webhook, WebhookConfig, WebhookHandle, WebhookSecret};
 use axum::routing::{get, post};
 
-use crate::support::{init_logs, operator};
+use crate::support::{Run, init_logs, operator};
 
 /// A stand-in for "another project's worker": answers /healthz with its own identity and every
 /// POST with a 401 of its own.
@@ -28,8 +28,18 @@ async fn foreign_worker() -> (String, tokio::task::JoinHandle<()>) {
     (url, task)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn check_webhook_accepts_the_real_webhook_and_names_every_mismatch() {
+/// A local chain with one cluster, and the real webhook on it serving `policy-a` → that cluster
+/// on chain 31337.
+struct RealWebhook {
+    chain: LocalChain,
+    cluster: Address,
+    webhook: WebhookHandle,
+    url: String,
+    /// `--expected-policy` of the right identity: `policy-a=<cluster>`.
+    expect_a: String,
+}
+
+async fn real_webhook() -> RealWebhook {
     init_logs();
     let chain = LocalChain::start(LocalChainConfig::default())
         .await
@@ -59,70 +69,76 @@ async fn check_webhook_accepts_the_real_webhook_and_names_every_mismatch() {
     .unwrap();
     let url = webhook.url();
     let expect_a = format!("policy-a={cluster}");
+    RealWebhook {
+        chain,
+        cluster,
+        webhook,
+        url,
+        expect_a,
+    }
+}
 
-    // The real webhook with the right identity passes.
-    let ok = operator(&[
-        "--json",
+/// `check-webhook --url <url>` expecting chain `chain_id` and `policies`, with `extra` before
+/// the subcommand (e.g. `--json`).
+async fn check_webhook(extra: &[&str], url: &str, chain_id: &str, policies: &[&str]) -> Run {
+    let mut args = extra.to_vec();
+    args.extend([
         "check-webhook",
         "--url",
-        &url,
+        url,
         "--expected-chain-id",
-        "31337",
-        "--expected-policy",
-        &expect_a,
-    ])
-    .await
-    .json();
+        chain_id,
+    ]);
+    for policy in policies {
+        args.extend(["--expected-policy", policy]);
+    }
+    operator(&args).await
+}
+
+/// The real webhook with the right identity passes, in JSON and in text.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_webhook_passes_the_real_webhook_with_the_right_identity() {
+    let real = real_webhook().await;
+    let ok = check_webhook(&["--json"], &real.url, "31337", &[&real.expect_a])
+        .await
+        .json();
     assert_eq!(ok["health"]["service"], "attestmesh-webhook");
     assert_eq!(ok["unauthenticated_post_refused"], true);
-    let text = operator(&[
-        "check-webhook",
-        "--url",
-        &url,
-        "--expected-chain-id",
-        "31337",
-        "--expected-policy",
-        &expect_a,
-    ])
-    .await;
+    let text = check_webhook(&[], &real.url, "31337", &[&real.expect_a]).await;
     assert!(
         text.success && text.stdout.starts_with("ok:"),
         "{}",
         text.stdout
     );
+}
 
-    // The policy maps to another cluster; a policy it does not serve; another chain: all named.
+/// The policy maps to another cluster; a policy it does not serve; another chain: all named in
+/// the one error.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_webhook_names_a_wrong_cluster_an_unserved_policy_and_a_wrong_chain_together() {
+    let real = real_webhook().await;
+    let cluster = real.cluster;
     let other = Address::repeat_byte(0x22);
-    operator(&[
-        "check-webhook",
-        "--url",
-        &url,
-        "--expected-chain-id",
+    check_webhook(
+        &[],
+        &real.url,
         "8453",
-        "--expected-policy",
-        &format!("policy-a={other}"),
-        "--expected-policy",
-        &format!("policy-b={cluster}"),
-    ])
+        &[&format!("policy-a={other}"), &format!("policy-b={cluster}")],
+    )
     .await
     .fails_with(&[
         &format!("policy \"policy-a\" maps to cluster {cluster}, expected {other}"),
         "does not serve policy \"policy-b\"",
         "serves chain 31337, expected 8453",
     ]);
+}
 
-    // A route that reaches another service.
+/// A route that reaches another service: named as such, with no advice about its policies.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_webhook_names_a_route_that_reaches_another_service() {
+    let real = real_webhook().await;
     let (foreign, _task) = foreign_worker().await;
-    let misrouted = operator(&[
-        "check-webhook",
-        "--url",
-        &foreign,
-        "--expected-chain-id",
-        "8453",
-        "--expected-policy",
-        &expect_a,
-    ])
-    .await;
+    let misrouted = check_webhook(&[], &foreign, "8453", &[&real.expect_a]).await;
     misrouted.fails_with(&[
         "reaches service \"image-resizer\", not \"attestmesh-webhook\"",
         "field note 4",
@@ -131,36 +147,33 @@ async fn check_webhook_accepts_the_real_webhook_and_names_every_mismatch() {
         !misrouted.stderr.contains("--policy"),
         "no advice about the policies of a service that is not the webhook"
     );
+}
 
-    // A URL that is not a webhook at all (anvil's JSON-RPC).
-    operator(&[
-        "check-webhook",
-        "--url",
-        chain.rpc_url().as_str(),
-        "--expected-chain-id",
+/// A URL that is not a webhook at all (anvil's JSON-RPC).
+#[tokio::test(flavor = "multi_thread")]
+async fn check_webhook_refuses_a_url_that_is_not_a_webhook() {
+    let real = real_webhook().await;
+    check_webhook(
+        &[],
+        real.chain.rpc_url().as_str(),
         "31337",
-        "--expected-policy",
-        &expect_a,
-    ])
+        &[&real.expect_a],
+    )
     .await
     .fails_with(&[
         "attestmesh-webhook identity check",
         "does not reach an attestmesh-webhook",
     ]);
+}
 
-    // Nothing listening.
-    drop(webhook);
-    operator(&[
-        "check-webhook",
-        "--url",
-        &url,
-        "--expected-chain-id",
-        "31337",
-        "--expected-policy",
-        &expect_a,
-    ])
-    .await
-    .fails_with(&["no answer", "onnection refused"]);
+/// Nothing listening (the webhook stopped): no answer, and why.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_webhook_reports_no_answer_when_nothing_listens() {
+    let real = real_webhook().await;
+    drop(real.webhook);
+    check_webhook(&[], &real.url, "31337", &[&real.expect_a])
+        .await
+        .fails_with(&["no answer", "onnection refused"]);
 }
 
 /// Field note 4 in the deploy itself: `deploy --webhook-url` runs the check-webhook checks

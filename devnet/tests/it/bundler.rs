@@ -272,14 +272,18 @@ async fn fund(chain: &LocalChain, account: Address) {
     pending.get_receipt().await.unwrap();
 }
 
+/// A fresh chain with a bundler, and on it a deployed, funded member account of a cluster with
+/// its registration (built, not sent): the one set-up of the tests of real operations.
+struct Registered {
+    chain: LocalChain,
+    cluster: TestCluster,
+    bundler: BundlerHandle,
+    account: Address,
+    registration: Registration,
+}
+
 /// A deployed, funded member account with its registration, on a fresh chain with a bundler.
-async fn registered_setup() -> (
-    LocalChain,
-    TestCluster,
-    BundlerHandle,
-    Address,
-    Registration,
-) {
+async fn registered_setup() -> Registered {
     let chain = LocalChain::start(LocalChainConfig::default())
         .await
         .unwrap();
@@ -291,7 +295,90 @@ async fn registered_setup() -> (
     fund(&chain, account).await;
     let registration = registration(&chain, &cluster, account, "node-1").await;
     let bundler = start_bundler(&chain).await;
-    (chain, cluster, bundler, account, registration)
+    Registered {
+        chain,
+        cluster,
+        bundler,
+        account,
+        registration,
+    }
+}
+
+impl Registered {
+    fn url(&self) -> &Url {
+        self.bundler.url()
+    }
+
+    /// An unsponsored op of the account with `call_data` (fees set, gas zero, dummy signature).
+    async fn op(&self, call_data: Bytes) -> UserOperation {
+        unsponsored_op(&self.chain, self.account, call_data).await
+    }
+
+    /// The account's registration, sponsored and estimated; not yet signed by the owner.
+    async fn sponsored_registration(&self) -> UserOperation {
+        let mut op = self.op(self.registration.call_data.clone()).await;
+        sponsor_into(&self.chain, self.url(), &mut op).await;
+        op
+    }
+
+    /// Registers the account for real: the sponsored registration, signed, sent and included.
+    async fn register(&self) {
+        let mut op = self.sponsored_registration().await;
+        let hash = sign(&mut op, &self.registration.owner);
+        rpc_ok(
+            self.url(),
+            "eth_sendUserOperation",
+            json!([op, ENTRY_POINT_V07]),
+        )
+        .await;
+        assert!(wait_for_receipt(self.url(), hash).await.success);
+    }
+
+    /// Sends `op`, which the bundler must refuse: (code, message).
+    async fn send_refused(&self, op: &UserOperation) -> (i64, String) {
+        rpc_err(
+            self.url(),
+            "eth_sendUserOperation",
+            json!([op, ENTRY_POINT_V07]),
+        )
+        .await
+    }
+
+    /// Estimates `op`, which the bundler must refuse: (code, message).
+    async fn estimate_refused(&self, op: &UserOperation) -> (i64, String) {
+        rpc_err(
+            self.url(),
+            "eth_estimateUserOperationGas",
+            json!([op, ENTRY_POINT_V07]),
+        )
+        .await
+    }
+
+    /// An op of the not yet deployed member account "node-2" (its address predicted by the
+    /// factory), with the factory call that would deploy it.
+    async fn undeployed_op_with_factory(&self) -> UserOperation {
+        let salt = member_salt("node-2");
+        let predicted = ClusterFactory::new(
+            self.chain.deployment().cluster_factory,
+            self.chain.operator_client().provider().clone(),
+        )
+        .predictMemberAccount(self.cluster.address, salt)
+        .call()
+        .await
+        .unwrap();
+        let mut op =
+            unsponsored_op(&self.chain, predicted, self.registration.call_data.clone()).await;
+        op.factory = Some(self.chain.deployment().cluster_factory);
+        op.factory_data = Some(
+            ClusterFactory::createMemberAccountCall {
+                cluster: self.cluster.address,
+                salt,
+            }
+            .abi_encode()
+            .into(),
+        );
+        op
+    }
 }
 
 /// Estimates `op` with the bundler and fills its gas fields.
@@ -352,7 +439,13 @@ fn sign_sponsorship(chain: &LocalChain, op: &mut UserOperation) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bundler_includes_an_estimated_op_and_serves_its_receipt_and_lookup() {
-    let (chain, cluster, bundler, account, registration) = registered_setup().await;
+    let Registered {
+        chain,
+        cluster,
+        bundler,
+        account,
+        registration,
+    } = registered_setup().await;
     let url = bundler.url();
 
     assert_eq!(rpc_ok(url, "eth_chainId", json!([])).await, json!("0x7a69"));
@@ -472,76 +565,86 @@ async fn bundler_includes_an_estimated_op_and_serves_its_receipt_and_lookup() {
     );
 }
 
+/// An unsponsored registration: the account refuses to pay for it (its validation cannot see
+/// the KMS-root allowlist), so the EntryPoint reports the prefund unpaid.
 #[tokio::test(flavor = "multi_thread")]
-async fn bundler_rejects_failing_ops_with_the_decoded_aa_reason() {
-    let (chain, cluster, bundler, account, registration) = registered_setup().await;
-    let url = bundler.url();
-
-    // An unsponsored registration: the account refuses to pay for it (its validation cannot see
-    // the KMS-root allowlist), so the EntryPoint reports the prefund unpaid.
-    let mut op = unsponsored_op(&chain, account, registration.call_data.clone()).await;
+async fn an_unsponsored_registration_is_refused_with_aa21() {
+    let setup = registered_setup().await;
+    let mut op = setup.op(setup.registration.call_data.clone()).await;
     op.call_gas_limit = U256::from(500_000);
     op.verification_gas_limit = U256::from(500_000);
     op.pre_verification_gas = U256::from(100_000);
-    sign(&mut op, &registration.owner);
-    let (code, message) = rpc_err(url, "eth_sendUserOperation", json!([op, ENTRY_POINT_V07])).await;
+    sign(&mut op, &setup.registration.owner);
+    let (code, message) = setup.send_refused(&op).await;
     assert_eq!(code, -32500, "{message}");
     assert!(message.contains("AA21"), "{message}");
+}
 
-    // Signed by a key the account does not expect: AA24, decoded, with advice.
-    let mut op = unsponsored_op(&chain, account, registration.call_data.clone()).await;
-    sponsor_into(&chain, url, &mut op).await;
+/// Signed by a key the account does not expect: AA24, decoded, with advice.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_op_signed_by_an_unexpected_key_is_refused_with_aa24_and_advice() {
+    let setup = registered_setup().await;
+    let mut op = setup.sponsored_registration().await;
     sign(&mut op, &PrivateKeySigner::random());
-    let (code, message) = rpc_err(url, "eth_sendUserOperation", json!([op, ENTRY_POINT_V07])).await;
+    let (code, message) = setup.send_refused(&op).await;
     assert_eq!(code, -32500, "{message}");
     assert!(message.contains("AA24 signature error"), "{message}");
     assert!(
         message.contains("not signed by the key the account expects"),
         "advice: {message}"
     );
+}
 
-    // A wrong nonce: AA25.
-    let mut op = unsponsored_op(&chain, account, registration.call_data.clone()).await;
-    sponsor_into(&chain, url, &mut op).await;
+#[tokio::test(flavor = "multi_thread")]
+async fn an_op_with_a_wrong_nonce_is_refused_with_aa25() {
+    let setup = registered_setup().await;
+    let mut op = setup.sponsored_registration().await;
     op.nonce = U256::from(5);
-    sign_sponsorship(&chain, &mut op);
-    sign(&mut op, &registration.owner);
-    let (code, message) = rpc_err(url, "eth_sendUserOperation", json!([op, ENTRY_POINT_V07])).await;
+    sign_sponsorship(&setup.chain, &mut op);
+    sign(&mut op, &setup.registration.owner);
+    let (code, message) = setup.send_refused(&op).await;
     assert_eq!(code, -32500, "{message}");
     assert!(message.contains("AA25"), "{message}");
+}
 
-    // Too little preVerificationGas for its calldata: refused before simulation.
-    let mut op = unsponsored_op(&chain, account, registration.call_data.clone()).await;
-    sponsor_into(&chain, url, &mut op).await;
+#[tokio::test(flavor = "multi_thread")]
+async fn an_op_with_too_little_pre_verification_gas_is_refused_before_simulation() {
+    let setup = registered_setup().await;
+    let mut op = setup.sponsored_registration().await;
     op.pre_verification_gas = U256::from(21_000);
-    sign_sponsorship(&chain, &mut op);
-    sign(&mut op, &registration.owner);
-    let (code, message) = rpc_err(url, "eth_sendUserOperation", json!([op, ENTRY_POINT_V07])).await;
+    sign_sponsorship(&setup.chain, &mut op);
+    sign(&mut op, &setup.registration.owner);
+    let (code, message) = setup.send_refused(&op).await;
     assert_eq!(code, -32602, "{message}");
     assert!(message.contains("preVerificationGas"), "{message}");
+}
 
-    // Register for real, then an op whose call reverts (only the cluster owner may revoke):
-    // estimation names the revert, and when sent anyway it lands with the reason in its receipt.
-    let mut op = unsponsored_op(&chain, account, registration.call_data.clone()).await;
-    sponsor_into(&chain, url, &mut op).await;
-    let hash = sign(&mut op, &registration.owner);
-    rpc_ok(url, "eth_sendUserOperation", json!([op, ENTRY_POINT_V07])).await;
-    assert!(wait_for_receipt(url, hash).await.success);
-
-    let revoke = execute(Cluster::revokeMemberCall { memberId: 1 });
-    let mut op = unsponsored_op(&chain, account, revoke).await;
-    let (code, message) = rpc_err(
-        url,
-        "eth_estimateUserOperationGas",
-        json!([op, ENTRY_POINT_V07]),
-    )
-    .await;
+/// A registered account's op whose call reverts (only the cluster owner may revoke).
+#[tokio::test(flavor = "multi_thread")]
+async fn estimating_an_op_whose_call_reverts_names_the_revert() {
+    let setup = registered_setup().await;
+    setup.register().await;
+    let op = setup
+        .op(execute(Cluster::revokeMemberCall { memberId: 1 }))
+        .await;
+    let (code, message) = setup.estimate_refused(&op).await;
     assert_eq!(code, -32521, "{message}");
     assert!(message.contains("NotContractOwner"), "{message}");
+}
+
+/// The same reverting op sent anyway: included, failed, the reason in its receipt, nothing done.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_op_whose_call_reverts_lands_failed_with_the_reason_in_its_receipt() {
+    let setup = registered_setup().await;
+    setup.register().await;
+    let mut op = setup
+        .op(execute(Cluster::revokeMemberCall { memberId: 1 }))
+        .await;
     op.call_gas_limit = U256::from(200_000);
     op.verification_gas_limit = U256::from(300_000);
     op.pre_verification_gas = U256::from(60_000);
-    let hash = sign(&mut op, &registration.owner);
+    let hash = sign(&mut op, &setup.registration.owner);
+    let url = setup.url();
     rpc_ok(url, "eth_sendUserOperation", json!([op, ENTRY_POINT_V07])).await;
     let receipt = wait_for_receipt(url, hash).await;
     assert!(!receipt.success);
@@ -555,57 +658,40 @@ async fn bundler_rejects_failing_ops_with_the_decoded_aa_reason() {
         attestmesh_chain::revert_reason(&receipt).expect("UserOperationRevertReason in the logs");
     assert!(decoded.contains("NotContractOwner"), "{decoded}");
     assert!(
-        chain
+        setup
+            .chain
             .operator_client()
-            .member_of(cluster.address, account)
+            .member_of(setup.cluster.address, setup.account)
             .await
             .unwrap()
             .is_some(),
         "not revoked"
     );
+}
 
-    // An undeployed sender with a factory: the factory is measured, the rest is said to be
-    // unsupported, with what to do.
-    let salt = member_salt("node-2");
-    let predicted = ClusterFactory::new(
-        chain.deployment().cluster_factory,
-        chain.operator_client().provider().clone(),
-    )
-    .predictMemberAccount(cluster.address, salt)
-    .call()
-    .await
-    .unwrap();
-    let mut op = unsponsored_op(&chain, predicted, registration.call_data.clone()).await;
-    op.factory = Some(chain.deployment().cluster_factory);
-    op.factory_data = Some(
-        ClusterFactory::createMemberAccountCall {
-            cluster: cluster.address,
-            salt,
-        }
-        .abi_encode()
-        .into(),
-    );
-    let (code, message) = rpc_err(
-        url,
-        "eth_estimateUserOperationGas",
-        json!([op, ENTRY_POINT_V07]),
-    )
-    .await;
+/// An undeployed sender with a factory: the factory is measured, the rest is said to be
+/// unsupported, with what to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undeployed_sender_with_a_factory_is_refused_as_unsupported_with_what_to_do() {
+    let setup = registered_setup().await;
+    let op = setup.undeployed_op_with_factory().await;
+    let (code, message) = setup.estimate_refused(&op).await;
     assert_eq!(code, -32602, "{message}");
     assert!(
         message.contains("not deployed yet") && message.contains("factory call measures"),
         "{message}"
     );
     assert!(message.contains("Deploy the account first"), "{message}");
-    // Without a factory, the same sender is AA20.
+}
+
+/// Without a factory, the same undeployed sender is AA20.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undeployed_sender_without_a_factory_is_refused_with_aa20() {
+    let setup = registered_setup().await;
+    let mut op = setup.undeployed_op_with_factory().await;
     op.factory = None;
     op.factory_data = None;
-    let (code, message) = rpc_err(
-        url,
-        "eth_estimateUserOperationGas",
-        json!([op, ENTRY_POINT_V07]),
-    )
-    .await;
+    let (code, message) = setup.estimate_refused(&op).await;
     assert_eq!(code, -32500);
     assert!(message.contains("AA20"), "{message}");
 }
