@@ -4,7 +4,7 @@
 //!
 //! One reconciliation loop (every 500 ms) compares what is wanted with what runs: envelopes owed
 //! to members, the dataplane's peer list, liveness, convergence and the phase. Heartbeats
-//! ([`heartbeats`]) and the CSK responder and acquirer ([`csk_exchange`]) run beside it on the
+//! (`heartbeats.rs`) and the CSK responder and acquirer (`csk_exchange.rs`) run beside it on the
 //! mesh IP.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,4 +1,4 @@
-//! The `attestmesh-operator` command line: flags ([`args`]) → the routines of this crate
+//! The `attestmesh-operator` command line: flags (`cli/args.rs`) → the routines of this crate
 //! ([`execute`]) → a report, printed as text or, with `--json`, as one JSON document on stdout.
 //! Logs go to stderr.
 
