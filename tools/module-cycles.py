@@ -4,7 +4,7 @@
 A module `a` depends on `b` when any file of `a` names `crate::b` in code (a `use` line or a
 path; comments and doc links do not count).
 Circles are the strongly connected components with more than one module. Exits 1 when there are
-any, so `make layout` can keep them gone. Reads text only: no build needed.
+any, so `make lint` keeps them gone. Reads text only: no build needed.
 """
 import pathlib
 import re

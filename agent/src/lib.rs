@@ -7,7 +7,7 @@
 //!
 //! - the runner: [`boot`];
 //! - what it starts: [`api`] (gRPC on a unix socket, `/healthz`, `/metrics`), [`peering`] (the
-//!   mesh: [`mesh`], [`heartbeat`], [`csk`]), [`events`] (intake applied to the state),
+//!   mesh: [`mesh`], [`heartbeat`], [`csk`]), `events` (intake applied to the state),
 //!   [`registration`], [`intake`] and [`indexer_client`] (chain logs polled, indexer pushes
 //!   verified), [`send`] and [`outbox`] (sponsored operations);
 //! - the shared state: [`state::Node`];
@@ -20,7 +20,7 @@ pub mod cluster;
 pub mod config;
 pub mod csk;
 pub mod envelope;
-pub mod events;
+mod events;
 pub mod health;
 pub mod heartbeat;
 pub mod identity;

@@ -52,17 +52,17 @@ pub struct Server {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The server stopped with an I/O error.
-    #[error("the {what} server failed: {source}")]
+    #[error("{what}: the HTTP server failed: {source}")]
     Io {
         what: &'static str,
         #[source]
         source: std::io::Error,
     },
     /// The server stopped without being asked to.
-    #[error("the {what} server stopped without being asked to")]
+    #[error("{what}: the HTTP server stopped without being asked to")]
     StoppedUnexpectedly { what: &'static str },
     /// The server task panicked or was cancelled.
-    #[error("the {what} server task ended abnormally: {source}")]
+    #[error("{what}: the HTTP server task ended abnormally: {source}")]
     Task {
         what: &'static str,
         #[source]
@@ -237,7 +237,7 @@ mod tests {
         let err = ServeError::StoppedUnexpectedly { what: "a test" };
         assert_eq!(
             err.to_string(),
-            "the a test server stopped without being asked to"
+            "a test: the HTTP server stopped without being asked to"
         );
     }
 }

@@ -89,7 +89,7 @@ pub(super) fn hex(bytes: &[u8]) -> String {
 
 /// An error and its sources on one line (tonic hides the cause, e.g. the TLS or ALPN failure,
 /// in the source chain).
-pub(super) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

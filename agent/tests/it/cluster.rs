@@ -733,7 +733,7 @@ async fn the_demo_exits_ok_once_healthy_and_cleans_up() {
             exit_when_healthy: true,
             timeout_secs: budget().as_secs(),
             state_dir: dir.path().join("demo"),
-            // The devnet test of the binary (devnet/tests/it/demo.rs) runs the default, alto.
+            // The testbed test of the binary (testbed/tests/it/demo.rs) runs the default, alto.
             bundler: attestmesh_testbed::demo::DemoBundler::Project,
         },
         std::future::pending(),

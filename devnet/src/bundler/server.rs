@@ -84,7 +84,7 @@ impl Bundler {
             config.chain_id,
         );
         let server = HttpServer::start(
-            "the bundler's JSON-RPC (--listen)",
+            "the bundler's JSON-RPC",
             config.listen,
             router(Arc::new(service), config.max_body_bytes),
         )

@@ -174,7 +174,7 @@ impl GasManager {
             max_cost_per_op: config.max_cost_per_op,
         };
         let server = HttpServer::start(
-            "the gas manager's JSON-RPC (--listen)",
+            "the gas manager's JSON-RPC",
             config.listen,
             router(Arc::new(service), config.max_body_bytes),
         )
