@@ -282,8 +282,8 @@ struct Registered {
     registration: Registration,
 }
 
-/// A deployed, funded member account with its registration, on a fresh chain with a bundler.
-async fn registered_setup() -> Registered {
+/// A fresh chain (instant mining) with the test cluster and node-1's member account deployed.
+pub async fn chain_with_member() -> (LocalChain, TestCluster, Address) {
     let chain = LocalChain::start(LocalChainConfig::default())
         .await
         .unwrap();
@@ -292,6 +292,12 @@ async fn registered_setup() -> Registered {
         .add_member_account(cluster.address, "node-1")
         .await
         .unwrap();
+    (chain, cluster, account)
+}
+
+/// A deployed, funded member account with its registration, on a fresh chain with a bundler.
+async fn registered_setup() -> Registered {
+    let (chain, cluster, account) = chain_with_member().await;
     fund(&chain, account).await;
     let registration = registration(&chain, &cluster, account, "node-1").await;
     let bundler = start_bundler(&chain).await;

@@ -38,7 +38,7 @@ use attestmesh_devnet::bundler::BundlerHandle;
 use attestmesh_devnet::gas_manager::{
     GasManager, GasManagerConfig, GasManagerHandle, WebhookSecret,
 };
-use attestmesh_devnet::local_chain::{LocalChain, LocalChainConfig};
+use attestmesh_devnet::local_chain::LocalChain;
 use attestmesh_types::gas_manager::PaymasterData;
 use attestmesh_types::webhook::{SponsoredCall, WebhookRequest, WebhookResponse};
 use attestmesh_types::{UserOperation, UserOperationGasEstimate, UserOperationReceipt};
@@ -52,7 +52,7 @@ use tokio::task::JoinHandle;
 use url::Url;
 
 use crate::bundler::{
-    Registration, TestCluster, create_cluster, registration, rpc_ok, start_bundler,
+    Registration, TestCluster, chain_with_member, registration, rpc_ok, start_bundler,
 };
 
 const POLICY: &str = "attestmesh-devnet-policy";
@@ -180,14 +180,7 @@ struct Devnet {
 }
 
 async fn devnet() -> Devnet {
-    let chain = LocalChain::start(LocalChainConfig::default())
-        .await
-        .unwrap();
-    let cluster = create_cluster(&chain).await;
-    let account = chain
-        .add_member_account(cluster.address, "node-1")
-        .await
-        .unwrap();
+    let (chain, cluster, account) = chain_with_member().await;
     let bundler = start_bundler(&chain).await;
     let (webhook, webhook_state) = start_webhook(&chain, cluster.address).await;
     let gas_manager = GasManager::spawn(gas_manager_config(
@@ -232,17 +225,36 @@ fn sponsored_sender(devnet: &Devnet, owner: PrivateKeySigner) -> SponsoredSender
         transient_attempts: 2,
         backoff: Duration::from_millis(50),
     };
-    SponsoredSender::new(
-        devnet.chain.operator_client().clone(),
-        devnet.bundler.url().clone(),
-        devnet.gas_manager.url().clone(),
+    sender_via(
+        &devnet.chain,
+        devnet.bundler.url(),
+        devnet.gas_manager.url(),
         POLICY,
-        ENTRY_POINT_V07,
         owner,
         devnet.account,
     )
-    .unwrap()
     .with_options(options)
+}
+
+/// `account`'s sender on `policy`, through `bundler` and `gas_manager`.
+pub fn sender_via(
+    chain: &LocalChain,
+    bundler: &Url,
+    gas_manager: &Url,
+    policy: &str,
+    owner: PrivateKeySigner,
+    account: Address,
+) -> SponsoredSender {
+    SponsoredSender::new(
+        chain.operator_client().clone(),
+        bundler.clone(),
+        gas_manager.clone(),
+        policy,
+        ENTRY_POINT_V07,
+        owner,
+        account,
+    )
+    .unwrap()
 }
 
 fn message(recipient: u64, envelope: u8) -> Cluster::sendCall {

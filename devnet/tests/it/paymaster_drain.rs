@@ -22,13 +22,13 @@ use attestmesh_bindings::ENTRY_POINT_V07;
 use attestmesh_bindings::cluster::Cluster;
 use attestmesh_bindings::entry_point::EntryPoint;
 use attestmesh_bindings::paymaster::VerifyingPaymaster;
-use attestmesh_chain::{ChainClient, ChainError, SendOptions, SponsoredSender, dummy_signature};
+use attestmesh_chain::{ChainClient, ChainError, SendOptions, dummy_signature};
 use attestmesh_devnet::bundler::{BundlerHandle, packed};
 use attestmesh_devnet::gas_manager::paymaster_data::{SponsorTerms, signed_paymaster_data};
 use attestmesh_devnet::gas_manager::{
     GasManager, GasManagerConfig, GasManagerHandle, WebhookSecret,
 };
-use attestmesh_devnet::local_chain::{LocalChain, LocalChainConfig};
+use attestmesh_devnet::local_chain::LocalChain;
 use attestmesh_types::UserOperation;
 use attestmesh_types::gas_manager::PaymasterData;
 use attestmesh_webhook::{GasCaps, Webhook, WebhookConfig, WebhookHandle};
@@ -36,9 +36,10 @@ use serde_json::json;
 use url::Url;
 
 use crate::bundler::{
-    TestCluster, create_cluster, estimate_into, execute, registration, rpc_err, rpc_ok,
+    TestCluster, chain_with_member, estimate_into, execute, registration, rpc_err, rpc_ok,
     start_bundler,
 };
+use crate::gas_manager::sender_via;
 
 const POLICY: &str = "drain-policy";
 const SECRET: &str = "drain-test-webhook-secret";
@@ -104,29 +105,20 @@ fn devnet_caps() -> GasCaps {
 }
 
 async fn devnet() -> Devnet {
-    let chain = LocalChain::start(LocalChainConfig::default())
-        .await
-        .unwrap();
-    let cluster = create_cluster(&chain).await;
-    let account = chain
-        .add_member_account(cluster.address, "node-1")
-        .await
-        .unwrap();
+    let (chain, cluster, account) = chain_with_member().await;
     let bundler = start_bundler(&chain).await;
     let webhook = webhook(&chain, cluster.address, devnet_caps()).await;
     let gas_manager = gas_manager(&chain, &bundler, &webhook).await;
     // The member registers the ordinary way (alchemy_requestGasAndPaymasterAndData).
     let registration = registration(&chain, &cluster, account, "node-1").await;
-    let sender = SponsoredSender::new(
-        chain.operator_client().clone(),
-        bundler.url().clone(),
-        gas_manager.url().clone(),
+    let sender = sender_via(
+        &chain,
+        bundler.url(),
+        gas_manager.url(),
         POLICY,
-        ENTRY_POINT_V07,
         registration.owner.clone(),
         account,
     )
-    .unwrap()
     .with_options(SendOptions {
         receipt_timeout: Duration::from_secs(30),
         poll_interval: Duration::from_millis(100),

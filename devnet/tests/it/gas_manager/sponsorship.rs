@@ -6,17 +6,16 @@ use std::time::Duration;
 use alloy::primitives::U256;
 use alloy::providers::Provider;
 use attestmesh_bindings::ENTRY_POINT_V07;
-use attestmesh_chain::{SendOptions, SponsoredSender};
+use attestmesh_chain::SendOptions;
 use attestmesh_devnet::gas_manager::GasManager;
-use attestmesh_devnet::local_chain::{LocalChain, LocalChainConfig};
 use attestmesh_types::UserOperationReceipt;
 use serde_json::json;
 
 use super::{
-    POLICY, SECRET, devnet, gas_manager_config, message, register, sponsor_the_erc7677_way,
-    start_webhook,
+    POLICY, SECRET, devnet, gas_manager_config, message, register, sender_via,
+    sponsor_the_erc7677_way, start_webhook,
 };
-use crate::bundler::{create_cluster, execute, registration, rpc_ok, wait_for_receipt};
+use crate::bundler::{chain_with_member, execute, registration, rpc_ok, wait_for_receipt};
 
 /// The node holds no ETH; gas manager → webhook → bundler → EntryPoint, and it is a member.
 #[tokio::test(flavor = "multi_thread")]
@@ -130,14 +129,7 @@ async fn an_op_sponsored_the_erc7677_way_is_included_with_the_paymaster_paying()
 /// the real @pimlico/alto (estimation and submission), the same client flow.
 #[tokio::test(flavor = "multi_thread")]
 async fn sponsored_registration_and_message_through_alto() {
-    let chain = LocalChain::start(LocalChainConfig::default())
-        .await
-        .unwrap();
-    let cluster = create_cluster(&chain).await;
-    let account = chain
-        .add_member_account(cluster.address, "node-1")
-        .await
-        .unwrap();
+    let (chain, cluster, account) = chain_with_member().await;
     let logs = tempfile::tempdir().unwrap();
     // Port 0: alto's server picks one (read from its log).
     let alto = attestmesh_devnet::alto::Alto::start(
@@ -155,16 +147,14 @@ async fn sponsored_registration_and_message_through_alto() {
             .await
             .unwrap();
     let registration = registration(&chain, &cluster, account, "node-1").await;
-    let sender = SponsoredSender::new(
-        chain.operator_client().clone(),
-        alto.url().clone(),
-        gas_manager.url().clone(),
+    let sender = sender_via(
+        &chain,
+        alto.url(),
+        gas_manager.url(),
         POLICY,
-        ENTRY_POINT_V07,
         registration.owner.clone(),
         account,
     )
-    .unwrap()
     .with_options(SendOptions {
         receipt_timeout: Duration::from_secs(60),
         poll_interval: Duration::from_millis(250),
