@@ -14,11 +14,9 @@
 #   CARGO_TARGET_DIR (honoured), ATTESTMESH_PODMAN_WORK (default <repo>/target/podman).
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/../.." && pwd)
-export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 base=${ATTESTMESH_BASE_IMAGE:-localhost/attestmesh-base:bookworm}
-work=${ATTESTMESH_PODMAN_WORK:-$repo/target/podman}
 cargo=${CARGO:-cargo}
 run_cargo=1
 profile=release
@@ -32,8 +30,6 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 case $profile in dev | test) profile_dir=debug ;; bench) profile_dir=release ;; *) profile_dir=$profile ;; esac
-
-log() { printf '[build-images] %s\n' "$*" >&2; }
 
 # image name (as in deploy/docker/<file>.Dockerfile) : cargo package : binary
 images=(

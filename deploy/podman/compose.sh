@@ -7,10 +7,8 @@
 # Environment: ATTESTMESH_PODMAN_WORK (default <repo>/target/podman), PYTHON (default python3).
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/../.." && pwd)
-export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
-work=${ATTESTMESH_PODMAN_WORK:-$repo/target/podman}
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 venv=$work/compose-venv
 version=1.6.0   # podman-compose; the shim's --version trick is checked against this version
 

@@ -1,12 +1,21 @@
 # shellcheck shell=bash
-# Shared by make-base-image.sh and make-toolchain-image.sh (sourced, not run).
-# Expects: suite (e.g. bookworm) set; set -euo pipefail in the caller.
-: "${suite:?lib.sh needs suite}"
+# Shared by the podman scripts (sourced, not run; set -euo pipefail in the caller): where the
+# repository, the scratch directory and the project's containers.conf are, and log. For the
+# image makers also exit_if_built and the debootstrap steps, which need `suite` (e.g. bookworm).
 
-log() { printf '[%s] %s\n' "${0##*/}" "$*" >&2; }
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
+work=${ATTESTMESH_PODMAN_WORK:-$repo/target/podman}
+script=${0##*/}
+script=${script%.sh}
 
-# Exits 0 when image $1 exists, unless the script's arguments (after $1) hold --force; then
-# checks that debootstrap can run (root). Sets `force` (1 with --force).
+log() { printf '[%s] %s\n' "$script" "$*" >&2; }
+
+# Exits 0 when image $1 exists, unless the script's arguments (after $1) hold --force. Then
+# checks that debootstrap can run (root, installed) and takes the script's lock (fd 9, held
+# until the script exits), checking again under it: concurrent runs build the image once.
+# Sets `force` (1 with --force).
 exit_if_built() {
   local image=$1
   shift
@@ -17,12 +26,21 @@ exit_if_built() {
     exit 0
   fi
   [[ $(id -u) == 0 ]] || { log "error: debootstrap needs root"; exit 1; }
+  command -v debootstrap >/dev/null || { log "error: debootstrap missing (deploy/podman/install-deps.sh)"; exit 1; }
+  mkdir -p "$work"
+  exec 9>"$work/$script.lock"
+  flock 9
+  if [[ $force == 0 ]] && podman image exists "$image"; then
+    log "$image exists (made while this run waited); nothing to do"
+    exit 0
+  fi
 }
 
 # The Debian mirror the host's apt already reaches for $suite (deb822 .sources or one-line
 # .list files), else deb.debian.org. ATTESTMESH_DEBIAN_MIRROR overrides it.
 debian_mirror() {
   local f found=""
+  : "${suite:?debian_mirror needs suite}"
   if [[ -n ${ATTESTMESH_DEBIAN_MIRROR:-} ]]; then echo "$ATTESTMESH_DEBIAN_MIRROR"; return; fi
   for f in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
     [[ -f $f ]] || continue
@@ -55,6 +73,7 @@ remove_rootfs() {
 # the official image.
 debootstrap_slim() {
   local rootfs=$1 include=$2 mirror t0
+  : "${suite:?debootstrap_slim needs suite}"
   mirror=$(debian_mirror)
   remove_rootfs "$rootfs"
   log "debootstrap --variant=minbase --include=$include $suite $rootfs $mirror"

@@ -12,26 +12,12 @@
 #   ATTESTMESH_PODMAN_WORK    scratch directory (default <repo>/target/podman)
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/../.." && pwd)
-export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
 suite=bookworm
 image=${ATTESTMESH_BASE_IMAGE:-localhost/attestmesh-base:$suite}
-work=${ATTESTMESH_PODMAN_WORK:-$repo/target/podman}
 # shellcheck source=lib.sh
-. "$here/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-exit_if_built "$image" "$@"   # sets force
-# shellcheck disable=SC2154  # force: set by exit_if_built (lib.sh)
-command -v debootstrap >/dev/null || { log "error: debootstrap missing (deploy/podman/install-deps.sh)"; exit 1; }
-
-mkdir -p "$work"
-exec 9>"$work/make-base-image.lock"
-flock 9
-if [[ $force == 0 ]] && podman image exists "$image"; then   # made while this run waited
-  log "$image exists; nothing to do"
-  exit 0
-fi
+exit_if_built "$image" "$@"   # sets force; holds the lock
 
 old_id=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
 rootfs=$work/rootfs-base-$suite

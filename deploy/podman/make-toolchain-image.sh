@@ -16,23 +16,14 @@
 #     -f deploy/docker/agent.Dockerfile -t localhost/attestmesh/cluster-mesh-agent:compiled .
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/../.." && pwd)
-export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
 suite=bookworm
 image=${ATTESTMESH_TOOLCHAIN_IMAGE:-localhost/attestmesh-rust:$suite}
-work=${ATTESTMESH_PODMAN_WORK:-$repo/target/podman}
 # shellcheck source=lib.sh
-. "$here/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-exit_if_built "$image" "$@"   # sets force
-# shellcheck disable=SC2154  # force: set by exit_if_built (lib.sh)
+exit_if_built "$image" "$@"   # sets force; holds the lock
 sysroot=$(cd "$repo" && rustc --print sysroot)
 version=$(cd "$repo" && rustc --version)
-
-mkdir -p "$work"
-exec 9>"$work/make-toolchain-image.lock"
-flock 9
 rootfs=$work/rootfs-rust-$suite
 trap 'remove_rootfs "$rootfs"' EXIT
 debootstrap_slim "$rootfs" ca-certificates,gcc,libc6-dev
