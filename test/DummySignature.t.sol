@@ -141,17 +141,8 @@ contract DummySignatureTest is ClusterFixture {
         returns (PackedUserOperation memory dummy)
     {
         // A copy: assigning the memory struct would alias it and overwrite the real signature too.
-        dummy = PackedUserOperation({
-            sender: op.sender,
-            nonce: op.nonce,
-            initCode: op.initCode,
-            callData: op.callData,
-            accountGasLimits: op.accountGasLimits,
-            preVerificationGas: op.preVerificationGas,
-            gasFees: op.gasFees,
-            paymasterAndData: op.paymasterAndData,
-            signature: dummySignature()
-        });
+        dummy = copyOp(op);
+        dummy.signature = dummySignature();
         vm.assertEq(dummy.signature.length, op.signature.length, "the dummy is as long as a real signature");
     }
 

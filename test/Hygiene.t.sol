@@ -2,30 +2,16 @@
 pragma solidity ^0.8.28;
 
 import {Test} from "./utils/Test.sol";
-
-/// @dev The one cheatcode this check needs that test/utils/Vm.sol does not declare.
-interface VmReadDir {
-    struct DirEntry {
-        string errorMessage;
-        string path;
-        uint64 depth;
-        bool isDir;
-        bool isSymlink;
-    }
-
-    function readDir(string calldata path, uint64 maxDepth) external view returns (DirEntry[] memory entries);
-}
+import {Vm} from "./utils/Vm.sol";
 
 /// @notice Checks of the test suite itself, so that a test cannot pass whatever the code does.
 contract TestHygieneTest is Test {
-    VmReadDir internal constant vmDir = VmReadDir(0x7109709ECfa91a80626fF3989D68f67F5b1DD12D);
-
     /// @notice No expectRevert in test/ accepts any revert: each names the error (selector and
     ///         arguments, or the reason string). A bare `expectRevert()`, or one given empty
     ///         revert data, passes on any failure at all (a wrong check, an out-of-gas, a typo'd
     ///         call), not only the one the test is about.
     function test_everyExpectRevertNamesTheError() public view {
-        VmReadDir.DirEntry[] memory entries = vmDir.readDir("test", 3);
+        Vm.DirEntry[] memory entries = vm.readDir("test", 3);
         uint256 files = 0;
         for (uint256 i = 0; i < entries.length; ++i) {
             if (entries[i].isDir || !_endsWith(bytes(entries[i].path), ".sol")) continue;

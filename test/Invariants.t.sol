@@ -181,7 +181,9 @@ contract ClusterHandler is ClusterFixture {
         bool[] memory ok = new bool[](batch.length);
         for (uint256 i = 0; i < batch.length; ++i) {
             Envelope memory e = batch[i];
-            ok[i] = e.ciphertext.length > 0 && e.ciphertext.length <= 4096 && e.recipientMemberId <= count
+            ok[i] = e.ciphertext.length > 0
+                && e.ciphertext.length <= IMessageFacet(cluster).maxCiphertextSize()
+                && e.recipientMemberId <= count
                 && IMemberFacet(cluster).getMember(e.recipientMemberId).status == MemberStatus.Active
                 && !wasUsed[i];
             for (uint256 k = 0; k < i && ok[i]; ++k) {

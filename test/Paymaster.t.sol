@@ -64,23 +64,23 @@ contract PaymasterTest is ClusterFixture {
         sponsor(op);
         vm.assertEq(_sigFailed(op), 0, "untouched op is valid");
 
-        PackedUserOperation memory bad = _copy(op);
+        PackedUserOperation memory bad = copyOp(op);
         bad.accountGasLimits = bytes32(uint256(op.accountGasLimits) + 1);
         vm.assertEq(_sigFailed(bad), SIG_FAILED, "accountGasLimits");
 
-        bad = _copy(op);
+        bad = copyOp(op);
         bad.preVerificationGas = op.preVerificationGas + 1;
         vm.assertEq(_sigFailed(bad), SIG_FAILED, "preVerificationGas");
 
-        bad = _copy(op);
+        bad = copyOp(op);
         bad.gasFees = bytes32(uint256(op.gasFees) + (1 << 128));
         vm.assertEq(_sigFailed(bad), SIG_FAILED, "gasFees (maxPriorityFeePerGas)");
 
-        bad = _copy(op);
+        bad = copyOp(op);
         bad.paymasterAndData[35] = bytes1(uint8(bad.paymasterAndData[35]) ^ 1);
         vm.assertEq(_sigFailed(bad), SIG_FAILED, "paymasterVerificationGasLimit");
 
-        bad = _copy(op);
+        bad = copyOp(op);
         bad.paymasterAndData[51] = bytes1(uint8(bad.paymasterAndData[51]) ^ 1);
         vm.assertEq(_sigFailed(bad), SIG_FAILED, "paymasterPostOpGasLimit");
     }
@@ -89,29 +89,29 @@ contract PaymasterTest is ClusterFixture {
         PackedUserOperation memory op = _op();
         sponsor(op);
 
-        PackedUserOperation memory bad = _copy(op);
+        PackedUserOperation memory bad = copyOp(op);
         bad.sender = address(0xDEAD);
         vm.assertEq(_sigFailed(bad), SIG_FAILED, "sender");
 
-        bad = _copy(op);
+        bad = copyOp(op);
         bad.nonce = op.nonce + 1;
         vm.assertEq(_sigFailed(bad), SIG_FAILED, "nonce");
 
-        bad = _copy(op);
+        bad = copyOp(op);
         bad.initCode = hex"01";
         vm.assertEq(_sigFailed(bad), SIG_FAILED, "initCode");
 
-        bad = _copy(op);
+        bad = copyOp(op);
         bad.callData = hex"deadbeef";
         vm.assertEq(_sigFailed(bad), SIG_FAILED, "callData");
 
         // Widening the window the sponsor signed (byte 83 is the low byte of validUntil).
-        bad = _copy(op);
+        bad = copyOp(op);
         bad.paymasterAndData[83] = bytes1(uint8(bad.paymasterAndData[83]) ^ 1);
         vm.assertEq(_sigFailed(bad), SIG_FAILED, "validUntil");
 
         // Raising the cap the sponsor signed.
-        bad = _copy(op);
+        bad = copyOp(op);
         bad.paymasterAndData[MAX_COST_LOW_BYTE] = bytes1(uint8(bad.paymasterAndData[MAX_COST_LOW_BYTE]) ^ 1);
         vm.assertEq(_sigFailed(bad), SIG_FAILED, "maxCost");
     }
@@ -463,10 +463,5 @@ contract PaymasterTest is ClusterFixture {
     function _sigFailed(PackedUserOperation memory op) private returns (uint256) {
         (, uint256 validationData) = _validate(op);
         return validationData & type(uint160).max;
-    }
-
-    /// @notice A deep copy, so each tampering starts from the signed operation.
-    function _copy(PackedUserOperation memory op) private pure returns (PackedUserOperation memory) {
-        return abi.decode(abi.encode(op), (PackedUserOperation));
     }
 }

@@ -306,4 +306,9 @@ abstract contract ClusterFixture is Test {
         // Any value below the curve order works; keccak output is below it with overwhelming odds.
         return uint256(keccak256(abi.encode("attestmesh.test", kind, name))) % (type(uint256).max / 2) + 1;
     }
+
+    /// @notice A deep copy of `op`, so a change to the copy leaves the original as signed.
+    function copyOp(PackedUserOperation memory op) internal pure returns (PackedUserOperation memory) {
+        return abi.decode(abi.encode(op), (PackedUserOperation));
+    }
 }

@@ -12,6 +12,14 @@ interface Vm {
         uint256 privateKey;
     }
 
+    struct DirEntry {
+        string errorMessage;
+        string path;
+        uint64 depth;
+        bool isDir;
+        bool isSymlink;
+    }
+
     struct Log {
         bytes32[] topics;
         bytes data;
@@ -73,6 +81,7 @@ interface Vm {
 
     // Files, JSON, environment.
     function readFile(string calldata path) external view returns (string memory data);
+    function readDir(string calldata path, uint64 maxDepth) external view returns (DirEntry[] memory entries);
     function exists(string calldata path) external view returns (bool result);
     function parseJsonBytes(string calldata json, string calldata key) external pure returns (bytes memory);
     function parseJsonBytes32(string calldata json, string calldata key) external pure returns (bytes32);
