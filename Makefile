@@ -8,7 +8,7 @@ FOUNDRY := node_modules/@foundry-rs
 FORGE := $(FOUNDRY)/forge-linux-amd64/bin/forge
 CARGO ?= cargo
 
-.PHONY: help demo bench deps system-deps python-deps container-deps build images fmt lint bindings bindings-check devnet devnet-down test test-long test-contracts test-deploy test-rust test-compose snapshots clean
+.PHONY: help demo bench deps system-deps python-deps container-deps nextest build images fmt lint bindings bindings-check devnet devnet-down test test-long test-contracts test-deploy test-rust test-compose snapshots clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -67,8 +67,10 @@ test-contracts: deps ## Foundry unit, fuzz and invariant tests; fails when a gas
 test-deploy: deps ## Deploy script against a real anvil, twice (idempotency)
 	test/deploy/deploy-on-anvil.sh
 
-test-rust: deps ## Rust unit and integration tests (cargo-nextest), then doc tests
+nextest: ## cargo-nextest, when missing
 	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install cargo-nextest --locked
+
+test-rust: deps nextest ## Rust unit and integration tests (cargo-nextest), then doc tests
 	$(CARGO) test --workspace --doc
 	$(CARGO) nextest run --workspace --no-fail-fast
 
@@ -78,20 +80,18 @@ COMPOSE_TESTS := test(/^podman_compose::/)
 
 test: lint test-contracts test-deploy test-rust test-compose ## Everything CI runs
 
-test-long: deps ## The longer profile: the tests too slow for every run (8-node cold start)
-	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install cargo-nextest --locked
+test-long: deps nextest ## The longer profile: the tests too slow for every run (8-node cold start)
 	$(CARGO) nextest run --workspace --run-ignored only --no-fail-fast -E 'not $(COMPOSE_TESTS)'
 
 container-deps: ## podman with runc, netavark and debootstrap from Debian, when missing (podman-compose comes from PyPI on first use)
 	deploy/podman/install-deps.sh
 
-images: deps container-deps ## Build the agent, webhook and indexer images with podman from release binaries, nothing pulled (debootstrap base): localhost/attestmesh/<bin>:dev
+images: container-deps ## Build the agent, webhook and indexer images with podman from release binaries, nothing pulled (debootstrap base): localhost/attestmesh/<bin>:dev
 	deploy/podman/build-images.sh
 
 # CI builds the images from the debug binaries the test run compiled already (the same recipe,
 # --profile dev): a cold release build would add about 8 minutes.
-test-compose: deps container-deps ## The node's compose file under podman-compose against the devnet: health gate, app on the socket, meshing, restart, bad input (needs root)
-	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install cargo-nextest --locked
+test-compose: deps container-deps nextest ## The node's compose file under podman-compose against the devnet: health gate, app on the socket, meshing, restart, bad input (needs root)
 	deploy/podman/build-images.sh --profile dev
 	$(CARGO) nextest run -p attestmesh-deploy --run-ignored only -E '$(COMPOSE_TESTS)' --test-threads 1 --no-fail-fast
 
