@@ -12,6 +12,7 @@ use attestmesh_bindings::factory::ClusterFactory;
 use attestmesh_bindings::member_account::MemberAccount;
 use attestmesh_chain::{ChainClient, ChainView, SponsoredSender};
 use attestmesh_dstack::DstackClient;
+use attestmesh_service::report::error_chain;
 use tokio::sync::{RwLock, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -380,7 +381,7 @@ impl<'a> Boot<'a> {
             match step().await {
                 Ok(value) => return Ok(value),
                 Err(error) => {
-                    let error = error_chain(&error);
+                    let error = error_chain(error.as_ref());
                     warn!(target: AGENT, what, %error, retry_in_ms = delay.as_millis() as u64, "waiting");
                     self.health.set_phase(phase, format!("{what}: {error}"));
                 }
@@ -391,47 +392,5 @@ impl<'a> Boot<'a> {
             }
             delay = (delay * 2).min(self.backoff.max);
         }
-    }
-}
-
-/// An error and its causes in one line, each cause once: most of the project's errors already
-/// quote their source in their own message, which `{:#}` would then repeat.
-fn error_chain(error: &eyre::Report) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&cause);
-        }
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::error_chain;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("cannot connect to the agent: {source}; check the socket")]
-    struct Quoting {
-        #[source]
-        source: std::io::Error,
-    }
-
-    /// A cause its parent already quotes is not repeated; one it does not quote is kept.
-    #[test]
-    fn each_cause_is_shown_once() {
-        let io = || std::io::Error::other("no such file");
-        let report =
-            eyre::Report::new(Quoting { source: io() }).wrap_err("the dstack guest agent failed");
-        assert_eq!(
-            error_chain(&report),
-            "the dstack guest agent failed: cannot connect to the agent: no such file; check the socket"
-        );
-        let plain = eyre::Report::new(io()).wrap_err("chain RPC");
-        assert_eq!(error_chain(&plain), "chain RPC: no such file");
     }
 }

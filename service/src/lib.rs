@@ -7,6 +7,7 @@
 pub mod http;
 pub mod listen;
 pub mod logging;
+pub mod report;
 pub mod shutdown;
 
 pub use logging::LogFormat;

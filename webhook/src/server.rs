@@ -13,6 +13,7 @@ use alloy::primitives::{Address, U256};
 use attestmesh_bindings::ENTRY_POINT_V07;
 use attestmesh_chain::{ChainClient, ChainError};
 use attestmesh_service::http::Server;
+use attestmesh_service::report::error_chain;
 use attestmesh_types::webhook::{
     SponsoredCall, SponsoredGas, WebhookRequest, WebhookResponse, parse_chain_id,
 };
@@ -651,23 +652,6 @@ async fn ask_policy(state: &AppState, cluster: Address, call: &SponsoredCall) ->
     }
 }
 
-/// `err` and every source below it. The transport's own message ("error sending request")
-/// hides the cause ("connection refused") in its sources; a source whose text is already shown
-/// (the chain errors repeat their source in their message) is skipped.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 /// `0x` and the first four bytes of the calldata, for logs ("denied for selector 0x…").
 fn selector(call_data: &[u8]) -> String {
     match call_data.get(..4) {
@@ -737,18 +721,6 @@ mod tests {
     fn selector_is_the_first_four_bytes() {
         assert_eq!(selector(&[0xde, 0xad, 0xbe, 0xef, 0x01]), "0xdeadbeef");
         assert_eq!(selector(&[0x01]), "none");
-    }
-
-    #[test]
-    fn error_chain_shows_each_cause_once() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("outer: {0}")]
-        struct Outer(#[source] Middle);
-        #[derive(Debug, thiserror::Error)]
-        #[error("middle")]
-        struct Middle(#[source] std::io::Error);
-        let err = Outer(Middle(std::io::Error::other("connection refused")));
-        assert_eq!(error_chain(&err), "outer: middle: connection refused");
     }
 
     #[test]

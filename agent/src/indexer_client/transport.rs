@@ -4,6 +4,8 @@
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Uri};
 use tracing::debug;
 
+use attestmesh_service::report::error_chain;
+
 use super::{IndexerClientConfig, IndexerClientError, LOG_TARGET, install_ring_provider};
 
 /// A channel to `endpoint`: TLS assuming h2 for `https://` (field note 10), h2c for `http://`.
@@ -85,17 +87,4 @@ pub(super) fn rpc_error(
 
 pub(super) fn hex(bytes: &[u8]) -> String {
     alloy::hex::encode(bytes)
-}
-
-/// An error and its sources on one line (tonic hides the cause, e.g. the TLS or ALPN failure,
-/// in the source chain).
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -425,7 +425,7 @@ async fn tonic_needs_assume_http2_behind_a_terminate_route() {
     )
     .await
     .unwrap_err();
-    let chain = error_chain(&err);
+    let chain = attestmesh_service::report::error_chain(&err);
     assert!(
         chain.contains("HTTP/2 was not negotiated"),
         "expected tonic's ALPN refusal, got: {chain}"
@@ -438,7 +438,10 @@ async fn tonic_needs_assume_http2_behind_a_terminate_route() {
         let channel = within("tonic connect", channel(mode, assume_http2))
             .await
             .unwrap_or_else(|err| {
-                panic!("{mode}, assume_http2={assume_http2}: {}", error_chain(&err))
+                panic!(
+                    "{mode}, assume_http2={assume_http2}: {}",
+                    attestmesh_service::report::error_chain(&err)
+                )
             });
         let response = within(
             "health check",
@@ -454,17 +457,6 @@ async fn tonic_needs_assume_http2_behind_a_terminate_route() {
             "{mode}"
         );
     }
-}
-
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut chain = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        chain.push_str(": ");
-        chain.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    chain
 }
 
 #[tokio::test]
