@@ -23,8 +23,7 @@ use zeroize::Zeroizing;
 
 use crate::targets::DSTACK;
 
-pub const OWNER_PATH: &str = "/attestmesh/v1/owner";
-pub const OWNER_PURPOSE: &str = "attestmesh-owner";
+pub use attestmesh_chain::proof::{OWNER_PATH, OWNER_PURPOSE};
 pub const IDENTITY_PATH: &str = "/attestmesh/v1/identity";
 pub const X25519_PATH: &str = "/attestmesh/v1/x25519";
 pub const WIREGUARD_PATH: &str = "/attestmesh/v1/wireguard";

@@ -10,6 +10,11 @@ use attestmesh_bindings::cluster::Cluster::{DstackProof, NodeKeys};
 use attestmesh_bindings::member_account::MemberAccount;
 use attestmesh_dstack::GetKeyResponse;
 
+/// The `/GetKey` path of the node's owner key, the key whose signature chain is the proof.
+pub const OWNER_PATH: &str = "/attestmesh/v1/owner";
+/// The purpose the owner key is derived for (part of what the app key signs).
+pub const OWNER_PURPOSE: &str = "attestmesh-owner";
+
 /// Why a proof could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ProofError {

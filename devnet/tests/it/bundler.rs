@@ -31,9 +31,7 @@ use attestmesh_types::{UserOperation, UserOperationGasEstimate, UserOperationRec
 use serde_json::{Value, json};
 use url::Url;
 
-/// The GetKey path and purpose of the owner key (as the agent and ClusterFixture.sol use).
-pub const OWNER_PATH: &str = "/attestmesh/v1/owner";
-pub const OWNER_PURPOSE: &str = "attestmesh-owner";
+use attestmesh_chain::proof::{OWNER_PATH, OWNER_PURPOSE};
 /// The mesh CIDR of test clusters: 10.88.0.0/16.
 pub const MESH_NETWORK: u32 = 0x0a58_0000;
 

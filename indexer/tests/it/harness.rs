@@ -179,7 +179,10 @@ impl World {
         .unwrap();
         let owner = dstack
             .client()
-            .get_key("/attestmesh/v1/owner", "attestmesh-owner")
+            .get_key(
+                attestmesh_chain::proof::OWNER_PATH,
+                attestmesh_chain::proof::OWNER_PURPOSE,
+            )
             .await
             .unwrap();
         let keys = Cluster::NodeKeys {

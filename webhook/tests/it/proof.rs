@@ -12,9 +12,7 @@ use attestmesh_devnet::dstack_simulator::{
     DstackSimulator, KeySource, SimulatorConfig, SimulatorHandle,
 };
 
-/// The GetKey path and purpose of a node's owner key (the agent's, `agent/src/identity.rs`).
-pub const OWNER_PATH: &str = "/attestmesh/v1/owner";
-pub const OWNER_PURPOSE: &str = "attestmesh-owner";
+use attestmesh_chain::proof::{OWNER_PATH, OWNER_PURPOSE};
 
 /// A simulated dstack node: its app id is its member account, its app key issued by the KMS
 /// root of `kms_seed`.
