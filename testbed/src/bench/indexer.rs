@@ -174,7 +174,7 @@ pub(super) async fn measure_delivery(
     let recipients = &cluster.nodes[1..];
     let deadline = Instant::now() + WAIT_LIMIT;
     for node in recipients {
-        while node.metric(SUBSCRIPTIONS).await?.unwrap_or(0.0) < 1.0 {
+        while node.metric_sum(SUBSCRIPTIONS).await? < 1.0 {
             if Instant::now() >= deadline {
                 eyre::bail!("{} never subscribed to the indexer", node.name);
             }
@@ -229,7 +229,7 @@ pub(super) async fn measure_delivery(
     let accepted = async |cluster: &Cluster| -> eyre::Result<f64> {
         let mut sum = 0.0;
         for node in &cluster.nodes[1..] {
-            sum += node.metric(ACCEPTED).await?.unwrap_or(0.0);
+            sum += node.metric_sum(ACCEPTED).await?;
         }
         Ok(sum)
     };
