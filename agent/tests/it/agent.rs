@@ -200,21 +200,6 @@ async fn agent_survives_a_chain_rpc_outage() {
     b.stop().await;
 }
 
-/// The failed chain-log polls `agent` has counted, read from its `/metrics`.
-async fn poll_errors(agent: &RunningAgent) -> f64 {
-    let metrics = reqwest::get(format!("http://{}/metrics", agent.health))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    attestmesh_testbed::cluster::family_series(&metrics, "attestmesh_agent_chain_poll_errors_total")
-        .unwrap()
-        .unwrap_or_else(|| panic!("the agent exports its poll errors: {metrics}"))
-        .values()
-        .sum()
-}
-
 /// A resumed SubscribeMessages after a client restart misses nothing and repeats nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn resumed_subscription_misses_and_repeats_nothing() {

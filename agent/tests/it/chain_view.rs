@@ -14,7 +14,7 @@ use attestmesh_agent::messages::{self, Context, Kind};
 use attestmesh_bindings::cluster::Cluster as ClusterContract;
 use attestmesh_devnet::fault_proxy::{FaultMode, FaultProxy, Rewriter};
 use attestmesh_proto::agent::v1 as pb;
-use attestmesh_testbed::cluster::{Cluster, ClusterNode, family_series};
+use attestmesh_testbed::cluster::{Cluster, ClusterNode};
 use serde_json::{Value, json};
 
 use crate::cluster::{healthy, prepare, wait_for_status};
@@ -47,21 +47,11 @@ async fn peers(node: &ClusterNode) -> Vec<pb::Peer> {
         .into_inner()
         .peers
 }
-
-async fn counter(node: &ClusterNode, family: &str, label: &str) -> f64 {
-    let text = reqwest::get(node.metrics_url())
+/// The `reason` series of the counter family `family` on `node`.
+async fn counter(node: &ClusterNode, family: &str, reason: &str) -> f64 {
+    node.counter(family, &format!("reason=\"{reason}\""))
         .await
         .unwrap()
-        .text()
-        .await
-        .unwrap();
-    family_series(&text, family)
-        .unwrap()
-        .unwrap_or_default()
-        .iter()
-        .filter(|(labels, _)| labels.contains(label))
-        .map(|(_, v)| v)
-        .sum()
 }
 
 /// A member that does not exist: its keys are the attacker's.

@@ -9,7 +9,7 @@ use alloy::sol_types::SolCall;
 use attestmesh_agent::csk::{self, Candidate, CskError, Local};
 use attestmesh_bindings::cluster::Cluster as ClusterContract;
 use attestmesh_proto::agent::v1 as pb;
-use attestmesh_testbed::cluster::{Cluster, ClusterNode, family_series};
+use attestmesh_testbed::cluster::{Cluster, ClusterNode};
 use tokio_stream::StreamExt;
 
 use crate::cluster::{healthy, healthz_code, prepare, start, wait_for_status, wait_live_peers};
@@ -122,20 +122,12 @@ fn refused_for(result: &Result<(), CskError>, reason: &str) -> bool {
 
 /// The `reason` series of the responder's refusal counter.
 async fn refusals(node: &ClusterNode, reason: &str) -> f64 {
-    let text = reqwest::get(node.metrics_url())
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let series = family_series(&text, "attestmesh_agent_csk_requests_refused_total")
-        .unwrap()
-        .expect("the refusal counter is exported");
-    series
-        .iter()
-        .filter(|(labels, _)| labels.contains(&format!("reason=\"{reason}\"")))
-        .map(|(_, v)| v)
-        .sum()
+    node.counter(
+        "attestmesh_agent_csk_requests_refused_total",
+        &format!("reason=\"{reason}\""),
+    )
+    .await
+    .unwrap()
 }
 
 /// Revoking member 3 of a healthy 3-node cluster: the two others hold epoch 1 (a different

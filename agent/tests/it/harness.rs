@@ -265,3 +265,19 @@ fn a_new_test_has_nearly_its_whole_wait_budget() {
     assert_eq!(budget(), DEADLINE);
     assert!(within(Duration::from_secs(10_000)) <= REPORT_BY);
 }
+
+/// The failed chain-log polls `agent` has counted, read from its `/metrics` (a family the agent
+/// does not export is a failure, not 0).
+pub async fn poll_errors(agent: &RunningAgent) -> f64 {
+    let metrics = reqwest::get(format!("http://{}/metrics", agent.health))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    attestmesh_testbed::cluster::family_series(&metrics, "attestmesh_agent_chain_poll_errors_total")
+        .unwrap()
+        .unwrap_or_else(|| panic!("the agent exports its poll errors: {metrics}"))
+        .values()
+        .sum()
+}

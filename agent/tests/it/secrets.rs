@@ -141,22 +141,6 @@ async fn wait_waiting_for(agent: &RunningAgent, words: &str) -> String {
     }
 }
 
-/// GetMeshStatus's `waiting_for`, checked for secrets.
-/// The agent's failed chain polls so far, from /metrics.
-async fn poll_errors(agent: &RunningAgent) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", agent.health))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    attestmesh_testbed::cluster::family_series(&text, "attestmesh_agent_chain_poll_errors_total")
-        .unwrap()
-        .expect("the agent exports its poll errors")
-        .values()
-        .sum()
-}
-
 /// Waits until `done` holds, within the wait budget.
 async fn wait_for<F, Fut>(what: &str, done: F)
 where
